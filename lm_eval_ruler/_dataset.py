@@ -1,0 +1,165 @@
+"""From a task, a length and a tokenizer to docs: generate, or load from the cache.
+
+This is the stage between the generators and lm-eval: it resolves options,
+computes the cache key from everything that determines the data, and records
+what was run (profile, tokenizer and template fingerprints, data hashes) so
+results can say exactly which data they were computed on.
+"""
+
+from __future__ import annotations
+
+import importlib
+import statistics
+import time
+from dataclasses import dataclass
+from importlib import metadata as importlib_metadata
+from typing import Any
+
+from ._cache import DatasetCache, cache_key
+from ._generation import GenerationSettings, Resources
+from ._haystack import WONDERWORDS_VERSION, sentence_splitter
+from ._tasks import DATA_VERSION, DEFAULT_NUM_SAMPLES, DEFAULT_PROFILE, DEFAULT_SEED, check_profile, task_spec
+from ._templates import model_template as lookup_model_template
+from ._tokenizer import (
+    PromptCounter,
+    RenderMode,
+    RenderSettings,
+    chat_template_text,
+    load_tokenizer,
+    text_fingerprint,
+    tokenizer_fingerprint,
+)
+from .errors import ConfigurationError
+
+_FAMILY_MODULES = {
+    "niah": "._niah",
+    "variable_tracking": "._variable_tracking",
+    "common_words": "._common_words",
+    "frequent_words": "._frequent_words",
+    "qa": "._qa",
+}
+
+
+@dataclass(frozen=True)
+class DatasetOptions:
+    """User-facing knobs of one generation request (all have RULER defaults)."""
+
+    tokenizer: str
+    num_samples: int = DEFAULT_NUM_SAMPLES
+    seed: int = DEFAULT_SEED
+    profile: str = DEFAULT_PROFILE
+    render_modes: tuple[RenderMode, ...] = ("raw", "chat")
+    system_instruction: str | None = None
+    model_template: str | None = None
+    add_bos_token: bool | None = None
+    trust_remote_code: bool = False
+    tokenizer_revision: str | None = None
+    cache_dir: str | None = None
+    use_cache: bool = True
+    download: bool = True
+
+    def __post_init__(self) -> None:
+        if self.num_samples < 1:
+            raise ConfigurationError(f"num_samples must be at least 1, got {self.num_samples}")
+        check_profile(self.profile)
+        if self.model_template is not None:
+            lookup_model_template(self.model_template)
+
+
+@dataclass(frozen=True)
+class GeneratedDataset:
+    docs: list[dict[str, Any]]
+    info: dict[str, Any]
+    from_cache: bool
+
+
+def plugin_version() -> str:
+    try:
+        return importlib_metadata.version("lm-eval-ruler")
+    except importlib_metadata.PackageNotFoundError:
+        return "unknown"
+
+
+def build_dataset(task: str, length: int, options: DatasetOptions) -> GeneratedDataset:
+    """Docs for one task at one length: from the cache when the key matches, else generated."""
+    from . import sources
+
+    spec = task_spec(task)
+    tokenizer = load_tokenizer(options.tokenizer, options.trust_remote_code, options.tokenizer_revision)
+    modes = ("raw",) if options.model_template else options.render_modes
+    render = RenderSettings(modes, options.system_instruction, options.add_bos_token)
+    counter = PromptCounter(tokenizer, render)
+    template = chat_template_text(tokenizer) if "chat" in counter.settings.modes else None
+    determinants = {
+        "task": spec.name,
+        "task_version": spec.version,
+        "params": dict(spec.params),
+        "length": length,
+        "num_samples": options.num_samples,
+        "seed": options.seed,
+        "profile": options.profile,
+        "render_modes": list(counter.settings.modes),
+        "system_instruction": options.system_instruction,
+        "model_template": options.model_template,
+        "add_bos_token": options.add_bos_token,
+        "tokenizer_fingerprint": tokenizer_fingerprint(tokenizer),
+        "chat_template_fingerprint": text_fingerprint(template),
+        "data_version": DATA_VERSION,
+        "wonderwords": WONDERWORDS_VERSION,
+        "data": _data_fingerprints(spec.family, spec.params, options),
+    }
+    key = cache_key(determinants)
+    cache = DatasetCache(sources.cache_dir(options.cache_dir) / "datasets")
+    if options.use_cache:
+        cached = cache.load(key)
+        if cached is not None:
+            docs, info = cached
+            return GeneratedDataset(docs, info, True)
+
+    settings = GenerationSettings(
+        spec,
+        length,
+        options.num_samples,
+        options.seed,
+        options.profile,
+        lookup_model_template(options.model_template) if options.model_template else None,
+    )
+    resources = Resources(options.cache_dir, options.download)
+    module = importlib.import_module(_FAMILY_MODULES[spec.family], __package__)
+    started = time.perf_counter()
+    docs = module.generate(settings, counter, resources)
+    elapsed = time.perf_counter() - started
+    info = {
+        **determinants,
+        "cache_key": key,
+        "tokenizer": options.tokenizer,
+        "plugin_version": plugin_version(),
+        "sources": resources.used,
+        "generation_seconds": round(elapsed, 3),
+        "prompt_tokens": _token_stats(docs),
+    }
+    if options.use_cache:
+        cache.store(key, docs, info)
+    return GeneratedDataset(docs, info, False)
+
+
+def _data_fingerprints(family: str, params: Any, options: DatasetOptions) -> dict[str, Any]:
+    """Hashes of the external files a task reads, so a changed file changes the key.
+
+    Sources are pinned by sha256, so the pinned hash stands for the file
+    without reading it here.
+    """
+    from . import sources
+
+    fingerprints: dict[str, Any] = {}
+    if family == "niah" and params.get("type_haystack") == "essay":
+        fingerprints["essays"] = sources.SOURCES["essays"].sha256
+        fingerprints["sentence_splitter"] = sentence_splitter().fingerprint
+    if family == "qa":
+        fingerprints[params["dataset"]] = sources.SOURCES[params["dataset"]].sha256
+    return fingerprints
+
+
+def _token_stats(docs: list[dict[str, Any]]) -> dict[str, float]:
+    counts = [doc["prompt_tokens"] for doc in docs]
+    return {"min": min(counts), "median": statistics.median(counts), "max": max(counts)}

@@ -1,0 +1,120 @@
+"""Let lm-eval 0.4.13 find our tasks, and tell our tasks how lm-eval renders prompts.
+
+lm-eval 0.4.13 has no plugin hook: it only scans its own task folder and
+``--include_path``. Two small patches make the installed plugin behave like a
+built-in task family:
+
+* ``TaskManager.__init__`` gets our ``task_configs`` directory as an extra
+  include path, placed *before* any user path so users can still override;
+* ``EvaluatorConfig._process_arguments`` copies ``--apply_chat_template`` and
+  ``--system_instruction`` into the task metadata (as ``ruler_*`` keys), so
+  prompts are sized for exactly the rendering the run will use.
+
+The ``lm-eval-ruler`` command applies them explicitly. For a plain ``lm_eval``
+the wheel ships ``lm_eval_ruler.pth``, which imports this (deliberately tiny)
+module at interpreter start; it does nothing until lm-eval itself is imported.
+Set ``LM_EVAL_RULER_AUTOLOAD=0`` to turn that off.
+"""
+
+from __future__ import annotations
+
+import functools
+import importlib.abc
+import importlib.machinery
+import os
+import sys
+from typing import Any
+
+from ._tasks import task_configs_dir
+
+DISABLE_ENV = "LM_EVAL_RULER_AUTOLOAD"
+_PATCHED = "_lm_eval_ruler_patched"
+
+
+def autoload_enabled() -> bool:
+    return os.environ.get(DISABLE_ENV, "1").strip().lower() not in {"0", "false", "no", "off"}
+
+
+def _patch_task_manager(module: Any) -> None:
+    manager = module.TaskManager
+    original = manager.__init__
+    if getattr(original, _PATCHED, False):
+        return
+
+    @functools.wraps(original)
+    def __init__(self: Any, verbosity: Any = None, include_path: Any = None, *args: Any, **kwargs: Any) -> None:
+        if include_path is None:
+            paths: list[Any] = []
+        elif isinstance(include_path, (list, tuple)):
+            paths = list(include_path)
+        else:
+            paths = [include_path]
+        ours = str(task_configs_dir())
+        if ours not in [str(p) for p in paths]:
+            paths.insert(0, ours)
+        original(self, verbosity, paths, *args, **kwargs)
+
+    setattr(__init__, _PATCHED, True)
+    manager.__init__ = __init__
+
+
+def _patch_evaluator_config(module: Any) -> None:
+    config_cls = module.EvaluatorConfig
+    original = config_cls._process_arguments
+    if getattr(original, _PATCHED, False):
+        return
+
+    @functools.wraps(original)
+    def _process_arguments(self: Any) -> Any:
+        result = original(self)
+        metadata = self.metadata if isinstance(self.metadata, dict) else {}
+        metadata.setdefault("ruler_apply_chat_template", bool(self.apply_chat_template))
+        if self.system_instruction:
+            metadata.setdefault("ruler_system_instruction", self.system_instruction)
+        self.metadata = metadata
+        return result
+
+    setattr(_process_arguments, _PATCHED, True)
+    config_cls._process_arguments = _process_arguments
+
+
+_PATCHES = {"lm_eval.tasks.manager": _patch_task_manager, "lm_eval.config.evaluate_config": _patch_evaluator_config}
+
+
+def patch_lm_eval() -> None:
+    """Apply both patches now (imports lm-eval)."""
+    import importlib
+
+    for name, patch in _PATCHES.items():
+        patch(importlib.import_module(name))
+
+
+class _PatchOnImport(importlib.abc.MetaPathFinder):
+    """Applies a patch right after lm-eval's own module finishes importing."""
+
+    def find_spec(self, fullname: str, path: Any, target: Any = None) -> importlib.machinery.ModuleSpec | None:
+        if fullname not in _PATCHES:
+            return None
+        spec = importlib.machinery.PathFinder.find_spec(fullname, path)
+        if spec is None or spec.loader is None:
+            return None
+        loader = spec.loader
+        original_exec = loader.exec_module
+
+        def exec_module(module: Any) -> None:
+            original_exec(module)
+            _PATCHES[fullname](module)
+
+        loader.exec_module = exec_module  # type: ignore[method-assign]
+        return spec
+
+
+def install() -> None:
+    """Called from ``lm_eval_ruler.pth`` at interpreter start; cheap and silent."""
+    if not autoload_enabled():
+        return
+    for name, patch in _PATCHES.items():
+        if name in sys.modules:
+            patch(sys.modules[name])
+    if not any(isinstance(finder, _PatchOnImport) for finder in sys.meta_path):
+        sys.meta_path.insert(0, _PatchOnImport())

@@ -1,0 +1,170 @@
+"""The evaluated model's tokenizer, and the prompt exactly as lm-eval sends it.
+
+RULER's length budget counts the *final* prompt (chat template, task text and
+answer prefix) with the model's own tokenizer. lm-eval builds that string
+itself (``Task.fewshot_context``) and the backend then encodes it, adding a
+BOS unless the string already starts with one. ``PromptCounter`` reproduces
+both steps so that a generated prompt plus ``max_gen_toks`` never exceeds the
+task length and no backend ever has to truncate.
+"""
+
+from __future__ import annotations
+
+import functools
+import hashlib
+import json
+from dataclasses import dataclass
+from typing import Any, Literal, Mapping
+
+from .errors import ConfigurationError, TokenizerError
+
+RenderMode = Literal["raw", "chat"]
+_TOKENIZER_KEYS = ("tokenizer", "pretrained", "model")
+
+
+def resolve_tokenizer_name(metadata: Mapping[str, Any]) -> str:
+    """Which tokenizer a run uses: ``tokenizer``, else ``pretrained``, else ``model``.
+
+    On the lm-eval CLI every ``--model_args`` key reaches the task metadata, so
+    the model being evaluated normally names its own tokenizer.
+    """
+    for key in _TOKENIZER_KEYS:
+        value = metadata.get(key)
+        if value:
+            return str(value)
+    raise TokenizerError(
+        "RULER prompts are sized with the evaluated model's tokenizer, but none was given. "
+        "Pass it in --model_args (pretrained=<model> or tokenizer=<name or path>), or with "
+        "--metadata tokenizer=<name or path> (the Python API needs TaskManager(metadata={'tokenizer': ...}))."
+    )
+
+
+@functools.lru_cache(maxsize=8)
+def load_tokenizer(name: str, trust_remote_code: bool = False, revision: str | None = None) -> Any:
+    """Load a Hugging Face tokenizer once per process.
+
+    ``trust_remote_code`` is off unless the user opts in: a tokenizer name in a
+    benchmark config should never be able to run arbitrary code by default.
+    """
+    try:
+        from transformers import AutoTokenizer
+    except ImportError as exc:  # pragma: no cover - transformers is a dependency
+        raise TokenizerError("transformers is required to load the tokenizer: pip install transformers") from exc
+    try:
+        return AutoTokenizer.from_pretrained(name, trust_remote_code=trust_remote_code, revision=revision)
+    except Exception as exc:
+        raise TokenizerError(
+            f"could not load tokenizer {name!r}: {exc}. Pass a local path or a reachable model id via "
+            "--model_args tokenizer=... (or --metadata tokenizer=...); for tokenizers that need custom "
+            "code add trust_remote_code=True."
+        ) from exc
+
+
+def tokenizer_fingerprint(tokenizer: Any) -> str:
+    """A hash of what determines token counts: vocabulary, merges, normalizer, specials.
+
+    Two checkpoints that share a tokenizer under different names get the same
+    fingerprint, and a retrained tokenizer under the same name gets a new one.
+    """
+    digest = hashlib.sha256()
+    backend = getattr(tokenizer, "backend_tokenizer", None)
+    if backend is not None:
+        digest.update(backend.to_str().encode())
+    else:
+        digest.update(json.dumps(sorted(tokenizer.get_vocab().items())).encode())
+    specials = {
+        "class": type(tokenizer).__name__,
+        "bos": tokenizer.bos_token,
+        "eos": tokenizer.eos_token,
+        "added": sorted(str(t) for t in tokenizer.all_special_tokens),
+        "adds": _special_tokens_added(tokenizer),
+    }
+    digest.update(json.dumps(specials, sort_keys=True).encode())
+    return digest.hexdigest()[:16]
+
+
+def chat_template_text(tokenizer: Any) -> str | None:
+    template = getattr(tokenizer, "chat_template", None)
+    if isinstance(template, dict):
+        return template.get("default")
+    return template
+
+
+def text_fingerprint(text: str | None) -> str | None:
+    return None if text is None else hashlib.sha256(text.encode()).hexdigest()[:16]
+
+
+def _special_tokens_added(tokenizer: Any, add_bos_token: bool | None = None) -> int:
+    kwargs = {} if add_bos_token is None else {"add_special_tokens": add_bos_token}
+    with_specials = len(tokenizer("hello world", **kwargs)["input_ids"])
+    without = len(tokenizer("hello world", add_special_tokens=False)["input_ids"])
+    return max(0, with_specials - without)
+
+
+@dataclass(frozen=True)
+class RenderSettings:
+    """How lm-eval will render prompts in this run.
+
+    ``modes`` holds ``raw`` (no ``--apply_chat_template``), ``chat``, or both
+    when the run's choice is unknown at generation time; prompts then fit
+    whichever rendering is longer.
+    """
+
+    modes: tuple[RenderMode, ...]
+    system_instruction: str | None = None
+    add_bos_token: bool | None = None
+    chat_template_args: tuple[tuple[str, Any], ...] = ()
+
+
+class PromptCounter:
+    """Counts the tokens of the final prompt for a user text and an answer prefix."""
+
+    def __init__(self, tokenizer: Any, settings: RenderSettings) -> None:
+        if "chat" in settings.modes and not chat_template_text(tokenizer):
+            if settings.modes == ("chat",):
+                raise ConfigurationError(
+                    "--apply_chat_template was requested but the tokenizer has no chat template; "
+                    "drop --apply_chat_template, or use --metadata model_template=<NVIDIA template name>"
+                )
+            settings = RenderSettings(("raw",), settings.system_instruction, settings.add_bos_token, settings.chat_template_args)
+        self.tokenizer = tokenizer
+        self.settings = settings
+        self._bos = tokenizer.bos_token
+        self._added = _special_tokens_added(tokenizer, settings.add_bos_token)
+        backend = getattr(tokenizer, "backend_tokenizer", None)
+        if backend is not None:
+            self._encode = lambda text: len(backend.encode(text, add_special_tokens=False).ids)
+        else:
+            self._encode = lambda text: len(tokenizer(text, add_special_tokens=False)["input_ids"])
+
+    def render(self, user: str, answer_prefix: str, mode: RenderMode) -> str:
+        """The prompt string lm-eval builds for this doc in the given mode."""
+        if mode == "raw":
+            head = self.settings.system_instruction or ""
+            needs_space = bool(user) and not (user[-1].isspace() or answer_prefix[:1].isspace())
+            return head + user + (" " if needs_space else "") + answer_prefix
+        messages = []
+        if self.settings.system_instruction:
+            messages.append({"role": "system", "content": self.settings.system_instruction})
+        messages.append({"role": "user", "content": user})
+        messages.append({"role": "assistant", "content": answer_prefix})
+        return self.tokenizer.apply_chat_template(
+            messages,
+            tokenize=False,
+            add_generation_prompt=False,
+            continue_final_message=True,
+            **dict(self.settings.chat_template_args),
+        )
+
+    def count_text(self, text: str) -> int:
+        """Tokens the backend feeds the model for ``text`` (BOS included when it adds one)."""
+        added = 0 if (self._bos and text.startswith(self._bos)) else self._added
+        return self._encode(text) + added
+
+    def count(self, user: str, answer_prefix: str) -> int:
+        """Prompt tokens under every rendering this run may use (the largest)."""
+        return max(self.count_text(self.render(user, answer_prefix, mode)) for mode in self.settings.modes)
+
+    def count_plain(self, text: str) -> int:
+        """Tokens of a bare text fragment, as RULER's own probes count them (no specials)."""
+        return self._encode(text)

@@ -1,0 +1,32 @@
+"""One exception hierarchy, so callers can catch everything this plugin raises.
+
+Every message names the fix (the argument to pass, the command to run, the
+file to provide), because these errors surface inside long evaluation jobs
+where the user cannot step through the code.
+"""
+
+from __future__ import annotations
+
+
+class RulerError(Exception):
+    """Base of every error this plugin raises."""
+
+
+class ConfigurationError(RulerError, ValueError):
+    """A task, length, profile or metadata value is not valid."""
+
+
+class TokenizerError(RulerError):
+    """The evaluated model's tokenizer is missing or cannot be loaded."""
+
+
+class BudgetError(RulerError):
+    """A prompt cannot fit its length budget, or the served window is too small."""
+
+
+class DataSourceError(RulerError):
+    """An external data file is missing, corrupt or cannot be downloaded."""
+
+
+class CacheError(RulerError):
+    """A generated-dataset cache entry is unusable."""

@@ -16,7 +16,7 @@ from importlib import metadata as importlib_metadata
 from typing import Any
 
 from ._cache import DatasetCache, cache_key
-from ._generation import GenerationSettings, Resources
+from ._generation import GenerationSettings, Resources, file_sha256
 from ._haystack import WONDERWORDS_VERSION, sentence_splitter
 from ._tasks import DATA_VERSION, DEFAULT_NUM_SAMPLES, DEFAULT_PROFILE, DEFAULT_SEED, check_profile, task_spec
 from ._templates import model_template as lookup_model_template
@@ -57,6 +57,8 @@ class DatasetOptions:
     cache_dir: str | None = None
     use_cache: bool = True
     download: bool = True
+    #: Source name -> a local file to use instead of the pinned download.
+    data_files: tuple[tuple[str, str], ...] = ()
 
     def __post_init__(self) -> None:
         if self.num_samples < 1:
@@ -124,7 +126,7 @@ def build_dataset(task: str, length: int, options: DatasetOptions) -> GeneratedD
         options.profile,
         lookup_model_template(options.model_template) if options.model_template else None,
     )
-    resources = Resources(options.cache_dir, options.download)
+    resources = Resources(options.cache_dir, options.download, dict(options.data_files))
     module = importlib.import_module(_FAMILY_MODULES[spec.family], __package__)
     started = time.perf_counter()
     docs = module.generate(settings, counter, resources)
@@ -146,17 +148,22 @@ def build_dataset(task: str, length: int, options: DatasetOptions) -> GeneratedD
 def _data_fingerprints(family: str, params: Any, options: DatasetOptions) -> dict[str, Any]:
     """Hashes of the external files a task reads, so a changed file changes the key.
 
-    Sources are pinned by sha256, so the pinned hash stands for the file
-    without reading it here.
+    Pinned sources are verified by sha256 when read, so the pinned hash stands
+    for the file; a user-supplied file is hashed.
     """
     from . import sources
 
+    files = dict(options.data_files)
+
+    def fingerprint(name: str) -> str:
+        return file_sha256(files[name]) if name in files else sources.SOURCES[name].sha256
+
     fingerprints: dict[str, Any] = {}
     if family == "niah" and params.get("type_haystack") == "essay":
-        fingerprints["essays"] = sources.SOURCES["essays"].sha256
+        fingerprints["essays"] = fingerprint("essays")
         fingerprints["sentence_splitter"] = sentence_splitter().fingerprint
     if family == "qa":
-        fingerprints[params["dataset"]] = sources.SOURCES[params["dataset"]].sha256
+        fingerprints[params["dataset"]] = fingerprint(params["dataset"])
     return fingerprints
 
 

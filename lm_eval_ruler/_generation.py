@@ -8,6 +8,7 @@ because each one draws only from RNGs it creates from ``settings.seed``.
 from __future__ import annotations
 
 import functools
+import hashlib
 import random
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -82,14 +83,22 @@ class Prompt:
 class Resources:
     """Lazy access to external data, so a task loads only what it needs."""
 
-    def __init__(self, cache_dir: str | Path | None = None, download: bool = True) -> None:
+    def __init__(
+        self, cache_dir: str | Path | None = None, download: bool = True, files: dict[str, str] | None = None
+    ) -> None:
         self.cache_dir = cache_dir
         self.download = download
+        self.files = files or {}
         self.used: dict[str, dict[str, Any]] = {}
 
     def path(self, name: str) -> Path:
+        """The verified pinned file, or the user's own file (``ruler_<name>_file``), hashed for provenance."""
         from . import sources
 
+        if name in self.files:
+            path = Path(self.files[name])
+            self.used[name] = {"file": str(path), "sha256": file_sha256(str(path)), "pinned": False}
+            return path
         path = sources.source_path(name, self.cache_dir, download=self.download)
         self.used.update(sources.provenance([name]))
         return path
@@ -101,6 +110,17 @@ class Resources:
         splitter = sentence_splitter()
         self.used["sentence_splitter"] = {"name": splitter.name, "fingerprint": splitter.fingerprint}
         return splitter
+
+
+@functools.lru_cache(maxsize=8)
+def file_sha256(path: str) -> str:
+    """Hash of a user-supplied data file; it stands in for the pinned hash in cache keys."""
+    from .errors import DataSourceError
+
+    try:
+        return hashlib.sha256(Path(path).read_bytes()).hexdigest()
+    except OSError as exc:
+        raise DataSourceError(f"cannot read data file {path}: {exc}; check the ruler_*_file metadata path") from exc
 
 
 @functools.lru_cache(maxsize=2)

@@ -34,7 +34,11 @@ OPTION_KEYS = {
     "ruler_cache": "false to regenerate instead of using the dataset cache",
     "ruler_offline": "true to never download data files",
     CUSTOM_LENGTH_KEY: "token length for the *_custom tasks (e.g. 100000 or 96k)",
+    "ruler_essays_file": "use this PaulGrahamEssays.json instead of the pinned download",
+    "ruler_squad_file": "use this SQuAD 2.0 dev JSON instead of the pinned download",
+    "ruler_hotpotqa_file": "use this HotpotQA dev-distractor JSON instead of the pinned download",
 }
+_DATA_FILE_KEYS = {"essays": "ruler_essays_file", "squad": "ruler_squad_file", "hotpotqa": "ruler_hotpotqa_file"}
 _WINDOW_CONFIG_ATTRS = ("max_position_embeddings", "n_positions", "n_ctx", "seq_length")
 
 
@@ -84,6 +88,7 @@ def options_from_metadata(metadata: Mapping[str, Any]) -> DatasetOptions:
         cache_dir=metadata.get("ruler_cache_dir") or None,
         use_cache=_flag(metadata.get("ruler_cache", True), "ruler_cache"),
         download=not _flag(metadata.get("ruler_offline", False), "ruler_offline"),
+        data_files=tuple((name, str(metadata[key])) for name, key in _DATA_FILE_KEYS.items() if metadata.get(key)),
     )
 
 

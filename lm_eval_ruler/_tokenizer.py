@@ -13,12 +13,29 @@ from __future__ import annotations
 import functools
 import hashlib
 import json
+import logging
+import re
 from dataclasses import dataclass
 from typing import Any, Literal, Mapping
 
 from .errors import ConfigurationError, TokenizerError
 
 RenderMode = Literal["raw", "chat"]
+logger = logging.getLogger(__name__)
+
+#: Where prompts are cut for piece-wise counting: after a newline, and before a
+#: single space that follows punctuation. Regex pre-tokenizers (Llama-3, GPT-2,
+#: Qwen) start a new pre-token at both places, and BPE never merges across
+#: pre-tokens, so the pieces' counts add up to the whole prompt's count.
+_PIECE_BOUNDARY = re.compile(r"(?<=\n)(?=\S)|(?<=[.!?,;:])(?= \S)")
+#: Every Nth counted prompt is also tokenized whole, to catch any tokenizer
+#: for which the locality probe passed but real prompts disagree.
+VERIFY_EVERY = 32
+_MEMO_LIMIT = 400_000
+
+
+class LocalityViolation(RuntimeError):
+    """Piece-wise and whole-prompt counts disagreed; generation restarts with whole counting."""
 _TOKENIZER_KEYS = ("tokenizer", "pretrained", "model")
 
 
@@ -134,8 +151,13 @@ class PromptCounter:
         backend = getattr(tokenizer, "backend_tokenizer", None)
         if backend is not None:
             self._encode = lambda text: len(backend.encode(text, add_special_tokens=False).ids)
+            self._encode_many = lambda texts: [len(e.ids) for e in backend.encode_batch(texts, add_special_tokens=False)]
         else:
             self._encode = lambda text: len(tokenizer(text, add_special_tokens=False)["input_ids"])
+            self._encode_many = lambda texts: [self._encode(text) for text in texts]
+        self._memo: dict[str, int] = {}
+        self._calls = 0
+        self.piecewise = self._locality_holds()
 
     def render(self, user: str, answer_prefix: str, mode: RenderMode) -> str:
         """The prompt string lm-eval builds for this doc in the given mode."""
@@ -159,7 +181,49 @@ class PromptCounter:
     def count_text(self, text: str) -> int:
         """Tokens the backend feeds the model for ``text`` (BOS included when it adds one)."""
         added = 0 if (self._bos and text.startswith(self._bos)) else self._added
-        return self._encode(text) + added
+        if not self.piecewise:
+            return self._encode(text) + added
+        self._calls += 1
+        count = self._count_pieces(text)
+        if self._calls <= 3 or self._calls % VERIFY_EVERY == 0:
+            whole = self._encode(text)
+            if whole != count:
+                self.piecewise = False
+                logger.warning("piece-wise token counts disagree with whole-prompt counts for this tokenizer; counting whole prompts")
+                raise LocalityViolation(f"piece-wise count {count} != whole count {whole}")
+        return count + added
+
+    def _count_pieces(self, text: str) -> int:
+        """Sum of memoized piece counts: haystack pieces repeat across samples, so most are free."""
+        pieces = _PIECE_BOUNDARY.split(text)
+        memo = self._memo
+        missing = [piece for piece in set(pieces) if piece not in memo]
+        if missing:
+            if len(memo) + len(missing) > _MEMO_LIMIT:
+                memo.clear()
+            memo.update(zip(missing, self._encode_many(missing)))
+        return sum(memo[piece] for piece in pieces)
+
+    def _locality_holds(self) -> bool:
+        """Probe, before trusting piece-wise counts, that this tokenizer splits at our boundaries.
+
+        SentencePiece tokenizers that prepend a space marker, normalizers that
+        rewrite text across boundaries and added tokens that swallow spaces all
+        break additivity; the probe text exercises those junctions.
+        """
+        probe = (
+            "Some special magic numbers are hidden. One of the special magic numbers for glossy-contact lens is: 1234567.\n"
+            "The grass is green. The sky is blue. Here we go.\nVAR QWERT = 51090\nVAR ASDFG = VAR QWERT \n"
+            "Document 1:\nWhat's (really) 3.14, \"quoted\"? Yes: no; it isn't! 1. apple 2. über-naïve 3. 東京\n\n"
+            "  two  spaces, tabs\tand dots ... f5d1e7a2-9b3c-4d0e-8f1a-2b3c4d5e6f70. Answer: They are:  ABC DEF\n"
+        )
+        texts = [probe]
+        if chat_template_text(self.tokenizer) and "chat" in self.settings.modes:
+            texts.append(self.render(probe, " The special magic number for x is", "chat"))
+        try:
+            return all(sum(self._encode_many(_PIECE_BOUNDARY.split(t))) == self._encode(t) for t in texts)
+        except Exception:  # noqa: BLE001 - any failure means: do not take the fast path
+            return False
 
     def count(self, user: str, answer_prefix: str) -> int:
         """Prompt tokens under every rendering this run may use (the largest)."""

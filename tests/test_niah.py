@@ -160,9 +160,10 @@ def test_length_smaller_than_template_is_refused(llama3_tokenizer):
 
 
 def test_small_lengths_use_small_steps(llama3_tokenizer):
-    doc = docs("niah_single_1", llama3_tokenizer, length=1024, n=1)[0]
+    """Below 4096, RULER grows noise/needle haystacks by 5 units instead of 25 (visible in the 2024 linear search)."""
+    doc = docs("niah_single_1", llama3_tokenizer, length=1024, n=1, profile="2024")[0]
     assert doc["prompt_tokens"] + 128 <= 1024
-    assert doc["haystack_size"] % 5 == 0
+    assert doc["haystack_size"] % 5 == 0 and doc["haystack_size"] % 25 != 0
 
 
 def test_legacy_profile_sizes_linearly(llama3_tokenizer):

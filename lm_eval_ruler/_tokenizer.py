@@ -136,7 +136,7 @@ class RenderSettings:
 class PromptCounter:
     """Counts the tokens of the final prompt for a user text and an answer prefix."""
 
-    def __init__(self, tokenizer: Any, settings: RenderSettings) -> None:
+    def __init__(self, tokenizer: Any, settings: RenderSettings, piecewise: bool = True) -> None:
         if "chat" in settings.modes and not chat_template_text(tokenizer):
             if settings.modes == ("chat",):
                 raise ConfigurationError(
@@ -157,7 +157,7 @@ class PromptCounter:
             self._encode_many = lambda texts: [self._encode(text) for text in texts]
         self._memo: dict[str, int] = {}
         self._calls = 0
-        self.piecewise = self._locality_holds()
+        self.piecewise = piecewise and self._locality_holds()
 
     def render(self, user: str, answer_prefix: str, mode: RenderMode) -> str:
         """The prompt string lm-eval builds for this doc in the given mode."""

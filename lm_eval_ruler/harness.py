@@ -142,12 +142,13 @@ def check_window(length: int, metadata: Mapping[str, Any], options: DatasetOptio
         )
 
 
-def build_for_task(ruler_task: str, ruler_length: Any, metadata: Mapping[str, Any]) -> GeneratedDataset:
+def build_for_task(ruler_task: str, ruler_length: Any, metadata: Mapping[str, Any]) -> tuple[GeneratedDataset, DatasetOptions]:
+    """Validate everything cheap first (task, length, options, window), then generate or load."""
     task_spec(ruler_task)
     length = task_length(ruler_length, metadata)
     options = options_from_metadata(metadata)
     check_window(length, metadata, options)
-    return build_dataset(ruler_task, length, options)
+    return build_dataset(ruler_task, length, options), options
 
 
 class RulerTask(ConfigurableTask):
@@ -164,11 +165,11 @@ class RulerTask(ConfigurableTask):
 
         kwargs_ = dict(dataset_kwargs or {})
         metadata = dict(self.config.metadata or {})
-        generated = build_for_task(kwargs_["ruler_task"], kwargs_.get("ruler_length"), metadata)
+        generated, options = build_for_task(kwargs_["ruler_task"], kwargs_.get("ruler_length"), metadata)
         self.dataset = {"test": datasets.Dataset.from_list(generated.docs)}
-        options = options_from_metadata(metadata)
         tokenizer = load_tokenizer(options.tokenizer, options.trust_remote_code, options.tokenizer_revision)
-        self._counter = PromptCounter(tokenizer, RenderSettings(tuple(generated.info["render_modes"]), options.system_instruction, options.add_bos_token))
+        render = RenderSettings(tuple(generated.info["render_modes"]), options.system_instruction, options.add_bos_token)
+        self._counter = PromptCounter(tokenizer, render, piecewise=False)
         self._checked_renderings = tuple(generated.info["render_modes"])
         summary = {k: generated.info[k] for k in ("profile", "seed", "num_samples", "length", "tokenizer", "tokenizer_fingerprint", "chat_template_fingerprint", "render_modes", "wonderwords", "data_version", "cache_key", "prompt_tokens", "sources", "plugin_version") if k in generated.info}
         summary["from_cache"] = generated.from_cache

@@ -67,7 +67,7 @@ def test_model_config_window_is_used(smollm2):
 
 
 def test_nvidia_model_template_wraps_the_user_text(llama3_tokenizer, cache_dir):
-    dataset = build_for_task(
+    dataset, _ = build_for_task(
         "niah_single_1", 4096, {"tokenizer": llama3_tokenizer, "num_samples": 2, "ruler_model_template": "meta-llama3"}
     )
     doc = dataset.docs[0]

@@ -23,11 +23,11 @@ from .errors import ConfigurationError, TokenizerError
 RenderMode = Literal["raw", "chat"]
 logger = logging.getLogger(__name__)
 
-#: Where prompts are cut for piece-wise counting: after a newline, and before a
-#: single space that follows punctuation. Regex pre-tokenizers (Llama-3, GPT-2,
+#: Where prompts are cut for piece-wise counting: after a lone newline that
+#: follows text, and before a single space that follows punctuation. Regex pre-tokenizers (Llama-3, GPT-2,
 #: Qwen) start a new pre-token at both places, and BPE never merges across
 #: pre-tokens, so the pieces' counts add up to the whole prompt's count.
-_PIECE_BOUNDARY = re.compile(r"(?<=\n)(?=\S)|(?<=[.!?,;:])(?= \S)")
+_PIECE_BOUNDARY = re.compile(r"(?<=\S\n)(?=\S)|(?<=[.!?,;:])(?= \S)")
 #: Every Nth counted prompt is also tokenized whole, to catch any tokenizer
 #: for which the locality probe passed but real prompts disagree.
 VERIFY_EVERY = 32

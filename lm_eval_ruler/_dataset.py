@@ -83,8 +83,12 @@ def plugin_version() -> str:
         return "unknown"
 
 
-def build_dataset(task: str, length: int, options: DatasetOptions) -> GeneratedDataset:
-    """Docs for one task at one length: from the cache when the key matches, else generated."""
+def build_dataset(task: str, length: int, options: DatasetOptions, *, cached_only: bool = False) -> GeneratedDataset | None:
+    """Docs for one task at one length: from the cache when the key matches, else generated.
+
+    ``cached_only`` returns None instead of generating, for checks that must not
+    spend minutes generating data a run will refuse anyway.
+    """
     from . import sources
 
     spec = task_spec(task)
@@ -118,6 +122,8 @@ def build_dataset(task: str, length: int, options: DatasetOptions) -> GeneratedD
         if cached is not None:
             docs, info = cached
             return GeneratedDataset(docs, info, True)
+    if cached_only:
+        return None
 
     settings = GenerationSettings(
         spec,

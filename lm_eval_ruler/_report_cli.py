@@ -164,13 +164,17 @@ def add_report_commands(subparsers: Any) -> None:
     compare.set_defaults(report_handler=handle_compare)
 
 
-def _load(spec: str) -> Any:
+def _load(spec: str) -> list[Any]:
+    """Runs named by one argument: a results folder, ``LABEL=PATH``, or a sweep output (one run per model)."""
     from .report import load_run
+    from .sweep import is_sweep_folder, load_sweep
 
     label, sep, path = spec.partition("=")
-    if sep and label and not Path(spec).exists():
-        return load_run(path, name=label)
-    return load_run(spec)
+    if not (sep and label and not Path(spec).exists()):
+        label, path = "", spec
+    if is_sweep_folder(path):
+        return list(load_sweep(path).values())
+    return [load_run(path, name=label) if label else load_run(path)]
 
 
 def _render(items: list[Any], fmt: str, title: str | None) -> str:
@@ -230,7 +234,7 @@ def handle_report(args: argparse.Namespace) -> int:
     """``report RUN...``: RULER tables; always exit 0 unless the input is bad (2)."""
     from .report import ruler_table
 
-    runs = [_load(spec) for spec in args.runs]
+    runs = [run for spec in args.runs for run in _load(spec)]
     tables = [ruler_table(run) for run in runs]
     for run in runs:
         for warning in run.warnings:
@@ -244,12 +248,14 @@ def handle_report(args: argparse.Namespace) -> int:
 @_guard
 def handle_compare(args: argparse.Namespace) -> int:
     """``compare --baseline A --candidate B...``: recovery, intervals and the gate; exit 0 pass, 1 fail, 2 bad input."""
-    from .report import compare, gate
+    from .report import ReportError, compare, gate
 
-    baseline = _load(args.baseline)
+    baselines = _load(args.baseline)
+    if len(baselines) != 1:
+        raise ReportError(f"--baseline must name one model's results, but {args.baseline} holds {len(baselines)} models")
+    baseline = baselines[0]
     results = []
-    for spec in args.candidate:
-        candidate = _load(spec)
+    for candidate in (run for spec in args.candidate for run in _load(spec)):
         comparison = compare(
             baseline,
             candidate,

@@ -13,7 +13,7 @@ from typing import Sequence
 
 from ._report_cli import REPORT_COMMANDS, add_report_commands
 
-OWN_COMMANDS = ("data", "cache", "generate", "include-path", *REPORT_COMMANDS)
+OWN_COMMANDS = ("data", "cache", "generate", "include-path", "sweep", *REPORT_COMMANDS)
 
 EPILOG = """\
 Evaluate (everything not listed above is passed to lm-eval's CLI):
@@ -45,7 +45,7 @@ def _build_parser() -> argparse.ArgumentParser:
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
     commands = parser.add_subparsers(
-        dest="command", metavar="{run,ls,validate,data,cache,generate,report,compare,include-path}"
+        dest="command", metavar="{run,ls,validate,data,cache,generate,sweep,report,compare,include-path}"
     )
     data = commands.add_parser("data", help="download, check or import the essay/SQuAD/HotpotQA files")
     data_commands = data.add_subparsers(dest="action", required=True)
@@ -78,6 +78,11 @@ def _build_parser() -> argparse.ArgumentParser:
                           help="size for the rendering your run will use (default: fit both)")
     generate.add_argument("--cache-dir")
 
+    from .sweep import add_arguments as add_sweep_arguments
+
+    add_sweep_arguments(
+        commands.add_parser("sweep", help="evaluate models x lengths, one lm-eval process per cell (resumable, shardable)")
+    )
     commands.add_parser("include-path", help="print the task_configs directory (for lm_eval --include_path)")
     add_report_commands(commands)
     return parser
@@ -150,6 +155,12 @@ def _generate(args: argparse.Namespace) -> int:
     return 0
 
 
+def _sweep(args: argparse.Namespace) -> int:
+    from .sweep import run_command
+
+    return run_command(args)
+
+
 def run_lm_eval(argv: Sequence[str]) -> None:
     """lm-eval's CLI with this plugin's tasks registered (whatever LM_EVAL_RULER_AUTOLOAD says)."""
     from ._hook import patch_lm_eval
@@ -179,7 +190,7 @@ def main(argv: Sequence[str] | None = None) -> int:
 
                 print(task_configs_dir())
                 return 0
-            return {"data": _data, "cache": _cache, "generate": _generate}[args.command](args)
+            return {"data": _data, "cache": _cache, "generate": _generate, "sweep": _sweep}[args.command](args)
         except RulerError as exc:
             print(f"error: {exc}", file=sys.stderr)
             return 2

@@ -131,9 +131,15 @@ def served_window(metadata: Mapping[str, Any], options: DatasetOptions) -> tuple
     return None, "unknown"
 
 
-def check_window(length: int, metadata: Mapping[str, Any], options: DatasetOptions) -> None:
+def check_window(length: int, metadata: Mapping[str, Any], options: DatasetOptions, needed: int | None = None) -> None:
+    """Refuse a window that cannot hold the task; ``needed`` is the docs' real maximum when known."""
     window, source = served_window(metadata, options)
-    if window is not None and window < length:
+    if window is not None and window < (needed or length):
+        if needed is not None:
+            raise BudgetError(
+                f"the longest prompt + answer of this task is {needed} tokens but the served window is {window} "
+                f"({source}); serve at least {needed} tokens (or {length}, the task length)."
+            )
         raise BudgetError(
             f"the task length is {length} tokens (prompt + answer) but the served window is {window} ({source}); "
             f"lm-eval would left-truncate every long prompt and score garbage. Serve a window of at least {length} "
@@ -147,8 +153,19 @@ def build_for_task(ruler_task: str, ruler_length: Any, metadata: Mapping[str, An
     task_spec(ruler_task)
     length = task_length(ruler_length, metadata)
     options = options_from_metadata(metadata)
-    check_window(length, metadata, options)
-    return build_dataset(ruler_task, length, options), options
+    window, _ = served_window(metadata, options)
+    if window is not None and window < length:
+        # A window below the length can still hold datasets already generated
+        # (e.g. by `lm-eval-ruler sweep`, which sizes windows from real prompts).
+        cached = build_dataset(ruler_task, length, options, cached_only=True) if options.use_cache else None
+        if cached is None:
+            check_window(length, metadata, options)
+        else:
+            check_window(length, metadata, options, needed=max(doc["length"] for doc in cached.docs))
+            return cached, options
+    generated = build_dataset(ruler_task, length, options)
+    assert generated is not None
+    return generated, options
 
 
 class RulerTask(ConfigurableTask):

@@ -1,0 +1,341 @@
+"""The sweep runner: shards, resume, a killed sweep, manifests, window refusal, dry runs, one real cell.
+
+The dummy backend answers "lol" without a model; the Llama-3 tokenizer sizes the data. Each
+dummy cell is one real ``python -m lm_eval_ruler run`` process (tens of seconds on a busy CI
+machine), so the cells are shared through a module fixture and kept to 1k/2k, 2 tasks, 2 samples.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import socket
+import subprocess
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from lm_eval_ruler import sweep
+from lm_eval_ruler.errors import BudgetError, ConfigurationError, RulerError
+from lm_eval_ruler.sweep import CELL_FILE, MANIFEST_FILE, SweepConfig, load_sweep, model_slug, parse_shard, plan_cells, run_sweep
+
+REPO = Path(__file__).resolve().parents[1]
+TASKS = ("niah_single_1", "niah_multikey_2")
+MODEL = "fake/model"
+
+
+def dummy_config(tokenizer: str, output: Path, cache: Path, **overrides: Any) -> SweepConfig:
+    settings: dict[str, Any] = {
+        "models": (MODEL,),
+        "lengths": ("1k", "2k"),
+        "tasks": TASKS,
+        "backend": "dummy",
+        "output": output,
+        "num_samples": 2,
+        "apply_chat_template": False,  # the dummy model's own chat template would need the hub
+        "model_args": {"tokenizer": tokenizer},
+        "cache_dir": cache,
+        "progress": False,
+        "report": False,
+    }
+    settings.update(overrides)
+    return SweepConfig(**settings)
+
+
+def cell_state(output: Path, length: str, model: str = MODEL) -> dict[str, Any]:
+    return json.loads((output / model_slug(model) / length / CELL_FILE).read_text())
+
+
+def dead_pid() -> int:
+    process = subprocess.Popen([sys.executable, "-c", "pass"])
+    process.wait()
+    return process.pid
+
+
+@pytest.fixture(scope="module")
+def sharded(tmp_path_factory: pytest.TempPathFactory, llama3_tokenizer: str) -> dict[str, Any]:
+    """The 2-cell grid (1k, 2k) run as two shards, 0/2 then 1/2, into one output folder."""
+    root = tmp_path_factory.mktemp("sweep")
+    output, cache = root / "out", root / "cache"
+    started = time.perf_counter()
+    results = [run_sweep(dummy_config(llama3_tokenizer, output, cache, shard=(index, 2))) for index in (0, 1)]
+    print(f"\ntwo dummy shards: {time.perf_counter() - started:.0f} s")
+    return {"output": output, "cache": cache, "results": results, "tokenizer": llama3_tokenizer}
+
+
+def test_shards_partition_the_cells_and_their_outputs_merge(sharded: dict[str, Any]):
+    output = sharded["output"]
+    first, second = sharded["results"]
+    assert [(c.length, c.status, c.launched) for c in first.cells] == [("1k", "done", True)]
+    assert [(c.length, c.status, c.launched) for c in second.cells] == [("2k", "done", True)]
+    for length, shard in (("1k", "0/2"), ("2k", "1/2")):
+        state = cell_state(output, length)
+        assert state["status"] == "done" and state["exit_code"] == 0 and state["shard"] == shard
+        assert (output / "fake__model" / length / state["results_file"]).is_file()
+    # The merged folder is one run per model with every cell's tasks.
+    [(name, run)] = load_sweep(output).items()
+    assert name == MODEL
+    assert set(run.results) == {(task, tokens) for task in TASKS for tokens in (1024, 2048)}
+    assert all(result.score == 0.0 for result in run.results.values())
+    assert sweep.is_sweep_folder(output) and sweep.is_sweep_folder(output / "fake__model")
+    assert set(load_sweep(output / "fake__model")[MODEL].results) == set(run.results)
+
+    # A larger grid: n shards are disjoint and together cover every cell exactly once.
+    grid = SweepConfig(models=("org/base", "org/fp8"), lengths=("4k", "1k", "2k"), tasks=TASKS, output=output)
+    every = [(c.model, c.length) for c in plan_cells(grid)]
+    assert every == [(m, length) for m in ("org/base", "org/fp8") for length in ("1k", "2k", "4k")]
+    for count in (2, 3, 4):
+        parts = [[(c.model, c.length) for c in plan_cells(grid, shard=(i, count))] for i in range(count)]
+        assert sorted(cell for part in parts for cell in part) == sorted(every)
+        assert sum(len(part) for part in parts) == len(every)
+
+
+def test_manifest_is_complete_and_matches_what_the_child_used(sharded: dict[str, Any]):
+    output = sharded["output"]
+    for length in ("1k", "2k"):
+        manifest = json.loads((output / "fake__model" / length / MANIFEST_FILE).read_text())
+        for key in (
+            "plugin_version", "lm_eval_version", "vllm_version", "transformers_version", "torch_version", "gpu",
+            "model_revision", "tokenizer_fingerprint", "chat_template_fingerprint", "cache_keys", "prompt_tokens",
+            "seeds", "profile", "num_samples", "window", "command", "command_line", "backend", "model", "length",
+        ):  # fmt: skip
+            assert key in manifest, key
+        assert manifest["plugin_version"] and manifest["lm_eval_version"] and manifest["transformers_version"]
+        assert isinstance(manifest["gpu"]["name"], str) and manifest["gpu"]["name"]
+        assert manifest["seeds"]["ruler_seed"] == 42 and manifest["profile"] == "reference"
+        assert manifest["tokenizer_fingerprint"]
+        assert set(manifest["cache_keys"]) == set(TASKS) == set(manifest["prompt_tokens"])
+        assert all(set(stats) == {"min", "median", "max"} for stats in manifest["prompt_tokens"].values())
+        tokens = manifest["length_tokens"]
+        assert manifest["window"]["longest_prompt_plus_answer"] <= manifest["window"]["served"] == tokens
+        assert manifest["command"][:4] == [sys.executable, "-m", "lm_eval_ruler", "run"]
+        assert cell_state(output, length)["command"] == manifest["command"]
+        # The child loaded exactly the datasets the parent generated (same cache keys, from the cache).
+        state = cell_state(output, length)
+        results = json.loads((output / "fake__model" / length / state["results_file"]).read_text())
+        for task in TASKS:
+            ruler = results["configs"][f"ruler_{task}_{length}"]["metadata"]["ruler"]
+            assert ruler["cache_key"] == manifest["cache_keys"][task]
+            assert ruler["from_cache"] is True
+        assert results["configs"][f"ruler_{TASKS[0]}_{length}"]["metadata"]["max_length"] == tokens
+
+
+def test_second_invocation_skips_finished_cells(sharded: dict[str, Any]):
+    output = sharded["output"]
+    before = {length: (output / "fake__model" / length / CELL_FILE).read_bytes() for length in ("1k", "2k")}
+    result = run_sweep(dummy_config(sharded["tokenizer"], output, sharded["cache"]))  # no shard: the whole grid
+    assert result.launched == 0 and result.ok
+    assert [c.status for c in result.cells] == ["skipped", "skipped"]
+    assert all(c.results_file is not None and c.results_file.is_file() for c in result.cells)
+    after = {length: (output / "fake__model" / length / CELL_FILE).read_bytes() for length in ("1k", "2k")}
+    assert after == before
+
+
+def test_stale_running_cell_is_rerun_and_finished_one_is_not(sharded: dict[str, Any], tmp_path: Path):
+    output = tmp_path / "out"
+    shutil.copytree(sharded["output"], output)  # cell.json paths are relative: the copy is still resumable
+    path = output / "fake__model" / "2k" / CELL_FILE
+    state = json.loads(path.read_text())
+    state.update(status="running", pid=dead_pid(), sweep_pid=dead_pid(), host=socket.gethostname(), heartbeat=sweep._now())
+    path.write_text(json.dumps(state))
+    untouched = (output / "fake__model" / "1k" / CELL_FILE).read_bytes()
+
+    result = run_sweep(dummy_config(sharded["tokenizer"], output, sharded["cache"]))
+    assert result.launched == 1 and result.ok
+    assert [(c.length, c.status) for c in result.cells] == [("1k", "skipped"), ("2k", "done")]
+    rerun = cell_state(output, "2k")
+    assert rerun["status"] == "done" and rerun["attempt"] == 2
+    assert (output / "fake__model" / "1k" / CELL_FILE).read_bytes() == untouched
+
+
+def test_running_cell_owned_by_a_live_sweep_is_not_taken(tmp_path: Path):
+    state = {"status": "running", "host": socket.gethostname(), "pid": dead_pid(), "sweep_pid": os.getpid()}
+    state["heartbeat"] = sweep._now()
+    assert sweep._classify(tmp_path, state) == "busy"
+    assert sweep._classify(tmp_path, {**state, "heartbeat": "2000-01-01T00:00:00+00:00"}) == "todo"
+    assert sweep._classify(tmp_path, {**state, "host": "elsewhere"}) == "busy"
+    assert sweep._classify(tmp_path, {**state, "host": "elsewhere", "heartbeat": "2000-01-01T00:00:00+00:00"}) == "todo"
+    assert sweep._classify(tmp_path, {"status": "failed"}) == "todo"
+    assert sweep._classify(tmp_path, {"status": "done", "results_file": "missing.json"}) == "todo"
+
+
+def test_killed_sweep_continues_where_it_stopped(tmp_path: Path, llama3_tokenizer: str):
+    output, cache = tmp_path / "out", tmp_path / "cache"
+    command = [
+        sys.executable, "-m", "lm_eval_ruler.sweep", "--model", MODEL, "--model-arg", f"tokenizer={llama3_tokenizer}",
+        "--lengths", "1k,2k", "--tasks", ",".join(TASKS), "--backend", "dummy", "--num-samples", "2",
+        "--no-apply-chat-template", "--output", str(output), "--cache-dir", str(cache), "--no-progress", "--no-report",
+    ]  # fmt: skip
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join(filter(None, [str(REPO), os.environ.get("PYTHONPATH")]))}
+    second = output / "fake__model" / "2k" / CELL_FILE
+    with open(tmp_path / "sweep.log", "wb") as log:
+        process = subprocess.Popen(command, env=env, stdout=log, stderr=subprocess.STDOUT)
+        try:
+            deadline = time.time() + 900
+            while True:
+                state = sweep._read_json(second)
+                if state and state.get("status") == "running" and state.get("pid"):
+                    break
+                assert process.poll() is None, (tmp_path / "sweep.log").read_text()[-3000:]
+                assert time.time() < deadline, "the second cell never started"
+                time.sleep(0.2)
+        finally:
+            process.kill()  # SIGKILL: no cleanup in the sweep; its child gets SIGTERM from the kernel
+            process.wait()
+    child = state["pid"]
+    deadline = time.time() + 120
+    while sweep._pid_alive(child, needle="lm_eval_ruler") and time.time() < deadline:
+        time.sleep(0.5)
+    assert not sweep._pid_alive(child, needle="lm_eval_ruler"), "the cell's lm-eval process outlived the killed sweep"
+    assert cell_state(output, "1k")["status"] == "done"
+    assert cell_state(output, "2k")["status"] == "running"
+    first_done = (output / "fake__model" / "1k" / CELL_FILE).read_bytes()
+
+    result = run_sweep(dummy_config(llama3_tokenizer, output, cache))
+    assert result.launched == 1 and result.ok
+    assert [(c.length, c.status) for c in result.cells] == [("1k", "skipped"), ("2k", "done")]
+    assert cell_state(output, "2k")["attempt"] == 2
+    assert (output / "fake__model" / "1k" / CELL_FILE).read_bytes() == first_done
+
+
+def test_max_window_refuses_longer_lengths_before_anything_runs(tmp_path: Path, capsys: pytest.CaptureFixture[str]):
+    output = tmp_path / "out"
+    config = SweepConfig(models=(MODEL,), lengths=("4k", "8k"), max_window=4096, output=output, progress=False)
+    with pytest.raises(BudgetError) as error:
+        run_sweep(config)
+    message = str(error.value)
+    assert "8k (8192 tokens)" in message and "4k (4096" not in message and "--max-window" in message
+    assert not output.exists()
+    # The command line says the same and exits 2.
+    code = sweep.main(["--model", MODEL, "--lengths", "4k,8k", "--max-window", "4096", "--output", str(output)])
+    assert code == 2 and "8k" in capsys.readouterr().err
+    assert not output.exists()
+
+
+def test_model_config_window_refuses_16k_for_an_8k_model(tmp_path: Path, smollm2: Path):
+    output = tmp_path / "out"
+    config = SweepConfig(models=(str(smollm2),), lengths=("8k", "16k"), backend="hf", output=output, progress=False)
+    with pytest.raises(BudgetError) as error:
+        run_sweep(config)
+    message = str(error.value)
+    assert "16k (16384 tokens)" in message and "max_position_embeddings=8192" in message and "8k (8192" not in message
+    assert not output.exists()
+
+
+def test_hf_overrides_with_rope_scaling_are_trusted(tmp_path: Path, smollm2: Path, capsys: pytest.CaptureFixture[str]):
+    config = SweepConfig(
+        models=(str(smollm2),),
+        lengths=("16k",),
+        tasks=("niah_single_1",),
+        hf_overrides='{"rope_scaling": {"rope_type": "linear", "factor": 2.0}}',
+        num_samples=2,
+        output=tmp_path / "out",
+        cache_dir=tmp_path / "cache",
+        dry_run=True,
+        progress=False,
+    )
+    [cell] = run_sweep(config).cells
+    model_args = json.loads(cell.command[cell.command.index("--model_args") + 1])
+    assert model_args["max_model_len"] == 16384 and model_args["hf_overrides"]["rope_scaling"]["factor"] == 2.0
+
+
+def test_dry_run_prints_commands_with_max_model_len(tmp_path: Path, llama3_tokenizer: str, capsys: pytest.CaptureFixture[str]):
+    output = tmp_path / "out"
+    code = sweep.main([
+        "--model", MODEL, "--model-arg", f"tokenizer={llama3_tokenizer}", "--lengths", "2k,1k", "--tasks", ",".join(TASKS),
+        "--num-samples", "2", "--output", str(output), "--cache-dir", str(tmp_path / "cache"), "--dry-run",
+        "--tensor-parallel-size", "2", "--kv-cache-dtype", "fp8", "--no-progress",
+    ])  # fmt: skip
+    assert code == 0
+    lines = [line for line in capsys.readouterr().out.splitlines() if line.startswith(sys.executable)]
+    assert len(lines) == 2
+    for line, tokens, length in zip(lines, (1024, 2048), ("1k", "2k")):
+        assert f'"max_model_len": {tokens}' in line
+        assert '"tensor_parallel_size": 2' in line and '"kv_cache_dtype": "fp8"' in line
+        assert f"--tasks ruler_niah_single_1_{length},ruler_niah_multikey_2_{length}" in line
+        assert "--batch_size auto" in line and "--apply_chat_template" in line and "--log_samples" in line
+        assert f"--output_path {output / 'fake__model' / length}/" in line
+    assert not list(output.rglob(CELL_FILE)) and not list(output.rglob(MANIFEST_FILE))
+
+
+def test_server_mode_and_tight_window(tmp_path: Path, llama3_tokenizer: str):
+    config = dummy_config(
+        llama3_tokenizer, tmp_path / "out", tmp_path / "cache", backend=None, base_url="http://127.0.0.1:9/v1/completions",
+        lengths=("1k",), window="tight", dry_run=True, model_args={},
+    )  # fmt: skip
+    with pytest.raises(RulerError, match="tokenizer"):  # the served name defaults as the tokenizer; "fake/model" is none
+        run_sweep(config)
+    [cell] = run_sweep(replace_model_args(config, {"tokenizer": llama3_tokenizer, "num_concurrent": 4})).cells
+    command = cell.command
+    assert command[command.index("--model") + 1] == "local-completions"
+    args = json.loads(command[command.index("--model_args") + 1])
+    assert args["model"] == MODEL and args["base_url"] == config.base_url and args["num_concurrent"] == 4
+    # tight: the longest prompt + answer of the cell, + 1 because API backends keep max_length - 1.
+    assert 900 < args["max_length"] - 1 <= 1024
+    assert "--batch_size" not in command
+
+
+def replace_model_args(config: SweepConfig, model_args: dict[str, Any]) -> SweepConfig:
+    from dataclasses import replace
+
+    return replace(config, model_args=model_args)
+
+
+def test_configuration_errors_are_actionable():
+    with pytest.raises(ConfigurationError, match="i/n"):
+        parse_shard("2of2")
+    with pytest.raises(ConfigurationError, match="0 <= i < n"):
+        parse_shard("2/2")
+    assert parse_shard("1/4") == (1, 4)
+    bad = [
+        ({"backend": "hf", "tensor_parallel_size": 2}, "--tensor-parallel-size apply to the vllm backend only"),
+        ({"backend": "hf", "base_url": "http://x/v1/completions"}, "drop --backend hf"),
+        ({"backend": "local-completions"}, "needs --base-url"),
+        ({"model_args": {"max_model_len": 4096}}, "--max-window"),
+        ({"models": ("a/b", "a/b")}, "share the output folder"),
+        ({"tasks": ("niah_single_9",)}, "unknown RULER task"),
+        ({"lengths": ("4q",)}, "invalid length"),
+        ({"hf_overrides": "{not json"}, "JSON object"),
+        ({"window": "huge"}, "window policy"),
+    ]
+    for overrides, fragment in bad:
+        settings: dict[str, Any] = {"models": (MODEL,), **overrides}
+        with pytest.raises(ConfigurationError, match=fragment.replace("(", r"\(")):
+            plan_cells(SweepConfig(**settings))
+    assert model_slug("meta-llama/Llama-3.1-8B-Instruct") == "meta-llama__Llama-3.1-8B-Instruct"
+    assert model_slug("/models/llama/") == "models__llama"
+    cells = plan_cells(SweepConfig(models=(MODEL,), lengths=("100000", "4096")))
+    assert [(c.length, c.lm_eval_tasks) for c in cells] == [("4k", ("ruler_4k",)), ("100000", ("ruler_custom",))]
+
+
+@pytest.mark.slow
+def test_smollm2_hf_cell_scores(tmp_path: Path, smollm2: Path):
+    started = time.perf_counter()
+    result = run_sweep(
+        SweepConfig(
+            models=(str(smollm2),),
+            lengths=("1k",),
+            tasks=("niah_single_1",),
+            backend="hf",
+            device="cpu",
+            batch_size=1,
+            model_args={"dtype": "float32"},
+            num_samples=2,
+            output=tmp_path / "out",
+            cache_dir=tmp_path / "cache",
+            progress=False,
+        )
+    )
+    assert result.ok and result.launched == 1
+    [cell] = result.cells
+    assert cell.status == "done" and cell.results_file is not None
+    results = json.loads(cell.results_file.read_text())
+    score = results["results"]["ruler_niah_single_1_1k"]["score,none"]
+    assert isinstance(score, float) and 0.0 <= score <= 100.0
+    assert results["configs"]["ruler_niah_single_1_1k"]["metadata"]["max_length"] == 1024
+    assert result.table is None or str(smollm2) in result.table
+    print(f"\nSmolLM2 hf sweep cell: score {score:.1f} in {time.perf_counter() - started:.0f} s")

@@ -11,6 +11,8 @@ from pathlib import Path
 
 import pytest
 
+from lm_eval_ruler import TASKS
+
 BIN = Path(sys.executable).parent
 REPO = Path(__file__).resolve().parents[1]
 
@@ -101,3 +103,44 @@ def test_smollm2_hf_niah_single_1_4k(tmp_path: Path, smollm2: Path, cache_dir: P
         lengths.append(len(tokenizer(prompt)["input_ids"]))
     assert max(lengths) <= 4096 - 128
     print(f"\nSmolLM2 hf {'chat' if chat else 'raw'}: score {score:.1f}, prompt tokens {min(lengths)}..{max(lengths)}")
+
+
+FIXTURES = Path(__file__).resolve().parent / "fixtures"
+QA_FILES = f"ruler_squad_file={FIXTURES / 'squad_dev_mini.json'},ruler_hotpotqa_file={FIXTURES / 'hotpot_dev_mini.json'}"
+
+
+def test_dummy_model_ruler_4k_reports_the_per_length_score(tmp_path: Path, llama3_tokenizer: str, essays_cache: Path):
+    """All 13 tasks through lm-eval (QA on small fixture files): task rows plus the ruler_4k group row."""
+    output = tmp_path / "out"
+    run(
+        [
+            str(BIN / "lm_eval"), "--model", "dummy", "--model_args", f"tokenizer={llama3_tokenizer}",
+            "--tasks", "ruler_4k", "--metadata", f"num_samples=2,{QA_FILES}", "--output_path", str(output),
+        ],
+        {"LM_EVAL_RULER_CACHE": str(essays_cache)},
+    )  # fmt: skip
+    results = latest_results(output)["results"]
+    tasks = [name for name in results if name.startswith("ruler_") and name != "ruler_4k"]
+    assert len(tasks) == 13
+    assert results["ruler_4k"]["score,none"] == 0.0
+    assert results["ruler_4k"]["score_stderr,none"] == 0.0
+
+
+@pytest.mark.slow
+def test_smollm2_hf_all_13_tasks_4k(tmp_path: Path, smollm2: Path, essays_cache: Path):
+    """A real model on every task at 4k (5 samples each): real per-task scores and the 13-task mean."""
+    output = tmp_path / "out"
+    run(
+        [
+            str(BIN / "lm_eval"), "--model", "hf", "--model_args", f"pretrained={smollm2},dtype=float32",
+            "--device", "cpu", "--tasks", "ruler_4k", "--metadata", f"num_samples=5,{QA_FILES}",
+            "--apply_chat_template", "--batch_size", "1", "--output_path", str(output),
+        ],
+        {"LM_EVAL_RULER_CACHE": str(essays_cache)},
+    )  # fmt: skip
+    results = latest_results(output)["results"]
+    scores = {name: row["score,none"] for name, row in results.items()}
+    assert all(0.0 <= value <= 100.0 for value in scores.values())
+    task_scores = [scores[f"ruler_{task}_4k"] for task in TASKS]
+    assert scores["ruler_4k"] == pytest.approx(sum(task_scores) / 13)
+    print("\nSmolLM2-135M hf, 4k, 5 samples/task:", {k: round(v, 1) for k, v in sorted(scores.items())})

@@ -9,8 +9,9 @@ exact probe sequence is part of the data distribution and is kept here.
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Callable, Generic, TypeVar
+from typing import Generic, TypeVar
 
 from .errors import BudgetError
 

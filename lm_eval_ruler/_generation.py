@@ -10,9 +10,10 @@ from __future__ import annotations
 import functools
 import hashlib
 import random
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Callable, Sequence
+from typing import Any
 
 import numpy as np
 
@@ -140,7 +141,7 @@ class PromptBuilder:
         self.template = model_template.wrap(template) if model_template else template
         self.answer_prefix = answer_prefix
 
-    def rewrite(self, transform: Callable[[str], str]) -> "PromptBuilder":
+    def rewrite(self, transform: Callable[[str], str]) -> PromptBuilder:
         """Apply a whole-string rewrite (NIAH's singular form) to both parts."""
         builder = PromptBuilder.__new__(PromptBuilder)
         builder.template = transform(self.template)

@@ -11,9 +11,10 @@ import functools
 import hashlib
 import json
 import re
+from collections.abc import Sequence
 from dataclasses import dataclass
 from importlib import metadata as importlib_metadata
-from typing import Any, Sequence
+from typing import Any
 
 from .errors import ConfigurationError, DataSourceError
 

@@ -9,7 +9,8 @@ from __future__ import annotations
 
 import functools
 import uuid
-from typing import Any, Callable
+from collections.abc import Callable
+from typing import Any
 
 from ._generation import GenerationSettings, Prompt, PromptBuilder, Resources, Rngs, SizedTask, join_query, search_and_generate
 from ._haystack import DEPTHS, EssayCorpus, SentenceSplitter, depth_of_position, niah_keys

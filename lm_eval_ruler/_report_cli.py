@@ -12,8 +12,9 @@ from __future__ import annotations
 import argparse
 import os
 import sys
+from collections.abc import Callable, Sequence
 from pathlib import Path
-from typing import Any, Callable, Sequence
+from typing import Any
 
 REPORT_COMMANDS = ("report", "compare")
 FORMATS = ("markdown", "csv", "json", "html", "github")

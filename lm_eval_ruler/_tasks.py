@@ -8,10 +8,11 @@ definitions, so a task's settings live in exactly one place (see
 from __future__ import annotations
 
 import re
-from pathlib import Path
+from collections.abc import Mapping
 from dataclasses import dataclass, field
+from pathlib import Path
 from types import MappingProxyType
-from typing import Any, Mapping
+from typing import Any
 
 from .errors import ConfigurationError
 

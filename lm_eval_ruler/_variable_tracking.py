@@ -43,8 +43,9 @@ Deviations from NVIDIA's code (all outside what a successful NVIDIA run produces
 from __future__ import annotations
 
 import string
+from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Any, Callable, Optional
+from typing import Any
 
 from ._budget import binary_search_size, linear_search_size
 from ._generation import GenerationSettings, Prompt, PromptBuilder, Resources, Rngs, make_doc
@@ -261,7 +262,7 @@ class _Generator:
     ) -> tuple[_Draw, int, int]:
         """NVIDIA's per-sample loop: any failure (too long, repeated name) steps back one increment."""
         while True:
-            tokens: Optional[int] = None
+            tokens: int | None = None
             try:
                 sample, tokens = finish(draw(size))
             except _DuplicateNames:

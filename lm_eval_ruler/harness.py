@@ -10,7 +10,8 @@ actually built still fits the budget the data was sized for.
 from __future__ import annotations
 
 import logging
-from typing import Any, Mapping
+from collections.abc import Mapping
+from typing import Any
 
 from lm_eval.api.task import ConfigurableTask
 

@@ -7,7 +7,7 @@ boundaries, on the whole continuation. Changing that would change every score.
 from __future__ import annotations
 
 import re
-from typing import Sequence
+from collections.abc import Sequence
 
 _CONTROL_CHARS = re.compile(r"[\x00-\x1f]")
 

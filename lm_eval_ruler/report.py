@@ -28,10 +28,11 @@ import io
 import json
 import math
 import re
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from statistics import NormalDist
-from typing import Any, Iterable, Mapping, Sequence, Union
+from typing import Any, Union
 
 import numpy as np
 
@@ -39,34 +40,34 @@ from ._tasks import CATEGORIES, CUSTOM_LENGTH, LENGTHS, PREFIX, STANDARD_LENGTHS
 from .errors import ConfigurationError, RulerError
 
 __all__ = [
-    "THRESHOLD",
     "RELATIVE_FRACTION",
-    "ReportError",
-    "TaskResult",
-    "SampleScore",
-    "Run",
-    "LengthRow",
-    "Table",
-    "Estimate",
-    "LengthComparison",
+    "THRESHOLD",
     "Comparison",
+    "Estimate",
     "GateResult",
-    "load_run",
-    "ruler_table",
-    "effective_length",
+    "LengthComparison",
+    "LengthRow",
+    "ReportError",
+    "Run",
+    "SampleScore",
+    "Table",
+    "TaskResult",
     "compare",
+    "effective_length",
     "gate",
-    "select_lengths",
-    "to_markdown",
-    "to_csv",
-    "to_json",
-    "to_html",
     "github_summary",
-    "plot_scores",
-    "plot_recovery_heatmap",
-    "plot_depth_heatmap",
-    "save_plots",
     "length_label",
+    "load_run",
+    "plot_depth_heatmap",
+    "plot_recovery_heatmap",
+    "plot_scores",
+    "ruler_table",
+    "save_plots",
+    "select_lengths",
+    "to_csv",
+    "to_html",
+    "to_json",
+    "to_markdown",
 ]
 
 #: RULER's threshold: the 13-task mean of Llama-2-7B-chat at 4K (ruler-spec §6).
@@ -923,7 +924,7 @@ def _check_pairing(baseline: Run, candidate: Run, cells: Sequence[Cell]) -> tupl
 def _check_sample_means(run: Run, cells: Sequence[Cell], role: str) -> list[str]:
     out = []
     for cell in cells:
-        if cell in run.samples and run.samples[cell]:
+        if run.samples.get(cell):
             mean = _mean([s.score for s in run.samples[cell]])
             if abs(mean - run.results[cell].score) > 0.05:
                 out.append(

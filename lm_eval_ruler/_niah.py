@@ -7,15 +7,14 @@ samples are generated.
 
 from __future__ import annotations
 
-import functools
 import uuid
 from collections.abc import Callable
 from typing import Any
 
 from ._generation import GenerationSettings, Prompt, PromptBuilder, Resources, Rngs, SizedTask, join_query, search_and_generate
-from ._haystack import DEPTHS, EssayCorpus, SentenceSplitter, depth_of_position, niah_keys
+from ._haystack import DEPTHS, EssaySentences, depth_of_position, niah_keys
 from ._templates import NIAH_ANSWER_PREFIX, NIAH_NEEDLE, NIAH_TEMPLATE, NOISE_BLOCK, singularize
-from ._tokenizer import PromptCounter
+from ._tokenizer import CountedText, PromptCounter
 
 ESSAY_STEP = 500
 BLOCK_STEP = 25
@@ -32,12 +31,6 @@ def _value_drawer(kind: str, rngs: Rngs) -> Callable[[], str]:
     if kind == "uuids":
         return lambda: str(uuid.UUID(int=rng.getrandbits(128), version=4))
     raise ValueError(f"unknown needle type {kind!r}")
-
-
-@functools.lru_cache(maxsize=4)
-def _essay_sentences(corpus: EssayCorpus, splitter: SentenceSplitter, num_words: int) -> tuple[str, ...]:
-    """Sentences of the first ``num_words`` essay words; samples of one length share them."""
-    return tuple(splitter.split(corpus.text(num_words).strip()))
 
 
 def generate(settings: GenerationSettings, counter: PromptCounter, resources: Resources) -> list[dict[str, Any]]:
@@ -58,7 +51,8 @@ def generate(settings: GenerationSettings, counter: PromptCounter, resources: Re
         shown_type_v = type_v[:-1]
 
     corpus = resources.essays() if haystack == "essay" else None
-    splitter = resources.splitter() if haystack == "essay" else None
+    essay_sentences = resources.essay_sentences() if haystack == "essay" else None
+    sentences_of_size: dict[int, list[str]] = {}
 
     def build(num_haystack: int) -> Prompt:
         keys: list[str] = []
@@ -74,8 +68,11 @@ def generate(settings: GenerationSettings, counter: PromptCounter, resources: Re
         rngs.fixed_shuffle(needles)
 
         if haystack == "essay":
-            assert corpus is not None and splitter is not None
-            context, depths = _insert_in_essay(_essay_sentences(corpus, splitter, num_haystack), needles, rngs)
+            assert essay_sentences is not None
+            if num_haystack not in sentences_of_size:
+                sentences_of_size.clear()
+                sentences_of_size[num_haystack] = essay_sentences.sentences(num_haystack)
+            context, depths = _insert_in_essay(sentences_of_size[num_haystack], needles, rngs, counter)
         else:
             if haystack == "noise":
                 lines = [NOISE_BLOCK] * num_haystack
@@ -84,15 +81,15 @@ def generate(settings: GenerationSettings, counter: PromptCounter, resources: Re
                     NIAH_NEEDLE.format(type_needle_v=type_v, key=draw_key(), value=draw_value())
                     for _ in range(num_haystack)
                 ]
-            context, depths = _insert_in_lines(lines, needles, rngs)
+            context, depths = _insert_in_lines(lines, needles, rngs, counter)
 
         indices = rngs.py.sample(range(num_k), num_q)
         queries = [keys[i] for i in indices]
         answers = [value for i in indices for value in values[i]]
-        user, prefix = builder.build(type_needle_v=shown_type_v, context=context, query=join_query(queries))
+        user, prefix = builder.build(type_needle_v=shown_type_v, context=context.text, query=join_query(queries))
         needle_depths = {needle: depth for needle, depth in zip(needles, depths)}
         answer_depth = next(needle_depths[n] for n in needles if n.endswith(f" {answers[0]}."))
-        return Prompt(user, prefix, answers, {"depth": answer_depth, "needle_depths": list(depths)})
+        return Prompt(user, prefix, answers, {"depth": answer_depth, "needle_depths": list(depths)}, context)
 
     if haystack == "essay":
         sizing = SizedTask(step=ESSAY_STEP, estimate_step=ESSAY_STEP, cap=len(corpus.words) if corpus else None)
@@ -103,21 +100,26 @@ def generate(settings: GenerationSettings, counter: PromptCounter, resources: Re
     return search_and_generate(settings, counter, build, sizing)
 
 
-def _insert_in_essay(sentences: tuple[str, ...], needles: list[str], rngs: Rngs) -> tuple[str, list[float]]:
+def _insert_in_essay(
+    sentences: list[str], needles: list[str], rngs: Rngs, counter: PromptCounter
+) -> tuple[CountedText, list[float]]:
     """Put needles between sentences at distinct random depths from RULER's grid."""
     n = len(sentences)
     drawn = rngs.py.sample(DEPTHS, len(needles))
     positions = [0] + sorted(int(n * (depth / 100)) for depth in drawn) + [n]
-    parts: list[str] = []
+    items: list[str] = []
     for i in range(1, len(positions)):
-        parts.append(" ".join(sentences[positions[i - 1] : positions[i]]))
+        # An empty run of sentences stays an empty item: RULER joins it, giving a double space.
+        items.extend(sentences[positions[i - 1] : positions[i]] or [""])
         if i - 1 < len(needles):
-            parts.append(needles[i - 1])
+            items.append(needles[i - 1])
     depths = [depth_of_position(position, n) for position in positions[1:-1]]
-    return " ".join(parts), depths
+    return counter.join(items, " "), depths
 
 
-def _insert_in_lines(lines: list[str], needles: list[str], rngs: Rngs) -> tuple[str, list[float]]:
+def _insert_in_lines(
+    lines: list[str], needles: list[str], rngs: Rngs, counter: PromptCounter
+) -> tuple[CountedText, list[float]]:
     """Insert needles at distinct random line indices, highest index first, one item per line."""
     total = len(lines)
     indexes = sorted(rngs.py.sample(range(total), len(needles)), reverse=True)
@@ -125,4 +127,4 @@ def _insert_in_lines(lines: list[str], needles: list[str], rngs: Rngs) -> tuple[
         lines.insert(index, needle)
     final_total = len(lines)
     depths = [depth_of_position(lines.index(needle), final_total) for needle in needles]
-    return "\n".join(lines), depths
+    return counter.join(lines, "\n"), depths

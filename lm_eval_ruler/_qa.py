@@ -255,11 +255,15 @@ def generate(settings: GenerationSettings, counter: PromptCounter, resources: Re
         else:
             ids = (list(range(len(docs))) * -(-num_docs // len(docs)))[:num_docs]
             rngs.fixed_shuffle(ids)
-        context = "\n\n".join(DOCUMENT.format(i=n, document=docs[i]) for n, i in enumerate(ids, 1))
-        user, prefix = builder.build(context=context, query=item.query)
+        # "\n\n".join(DOCUMENT.format(...)) as headers and paragraphs, so each paragraph's count is reused.
+        parts: list[str] = []
+        for n, i in enumerate(ids, 1):
+            parts += [("\n\n" if n > 1 else "") + DOCUMENT.format(i=n, document=""), docs[i]]
+        context = counter.join(parts, "")
+        user, prefix = builder.build(context=context.text, query=item.query)
         own = set(gold)
         positions = [n for n, i in enumerate(ids, 1) if i in own]
-        return Prompt(user, prefix, list(item.outputs), {"gold_documents": positions})
+        return Prompt(user, prefix, list(item.outputs), {"gold_documents": positions}, context)
 
     sizing = SizedTask(step=DOC_STEP, estimate_step=DOC_STEP, cap=len(docs))
     sizing.legacy_answer = lambda prompt: " " + str(prompt.outputs)
@@ -310,4 +314,4 @@ def _search_size(settings: GenerationSettings, counter: PromptCounter, probe: Ca
 
 
 def _tokens(counter: PromptCounter, prompt: Prompt) -> int:
-    return counter.count(prompt.user, prompt.answer_prefix)
+    return counter.count(prompt.user, prompt.answer_prefix, prompt.context)

@@ -15,7 +15,7 @@ import hashlib
 import json
 import logging
 import re
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any, Literal
 
@@ -31,10 +31,58 @@ logger = logging.getLogger(__name__)
 #: whole prompt's count. Word-sized pieces repeat across samples (essay text,
 #: noise, CWE's numbered list, FWE's Zipf words), so most are memo hits.
 _PIECE_BOUNDARY = re.compile(r"(?<=\S\n)(?=\S)|(?<=\S)(?= \S)")
-#: Every Nth counted prompt is also tokenized whole, to catch any tokenizer
-#: for which the locality probe passed but real prompts disagree.
-VERIFY_EVERY = 32
+#: After the first prompts of a process, whole-prompt verification is
+#: rationed to about this fraction of the tokens counted piece-wise: a safety
+#: net against a tokenizer for which the locality probe passed but real
+#: prompts disagree, at a small fraction of one tokenization pass.
+VERIFY_FIRST = 3
+VERIFY_FRACTION = 1 / 256
 _MEMO_LIMIT = 400_000
+#: How far into a context the first and last stable piece boundaries are looked for.
+_EDGE_WINDOW = 512
+
+
+@dataclass(frozen=True)
+class CountedText:
+    """A context text with the summed token counts of its pieces, known before it is placed.
+
+    Generators build haystacks from reusable parts (sentences, noise lines,
+    list items) and add those parts' memoized counts, so a 128K-token prompt
+    is counted without being split or tokenized; only its edges, where the
+    template and chat wrapper meet it, are counted from text.
+    """
+
+    text: str
+    tokens: int
+
+
+class _TokenizerState:
+    """Per-tokenizer memo and verification budget, shared by every counter of a process."""
+
+    def __init__(self) -> None:
+        self.pieces: dict[str, int] = {}
+        #: Separator -> item -> tokens of the item with the separator attached.
+        self.attached: dict[str, dict[str, int]] = {" ": {}, "\n": {}}
+        #: Item -> (head, interior piece tokens, tail) for separators without a fast path.
+        self.spans: dict[str, tuple[str, int, str] | None] = {}
+        self.counted_tokens = 0
+        self.verified_tokens = 0
+        self.verified_prompts = 0
+
+    def due_for_verification(self, tokens: int) -> bool:
+        self.counted_tokens += tokens
+        return self.verified_prompts < VERIFY_FIRST or self.verified_tokens < self.counted_tokens * VERIFY_FRACTION
+
+
+_STATES: dict[int, tuple[Any, _TokenizerState]] = {}
+
+
+def _state_of(tokenizer: Any) -> _TokenizerState:
+    entry = _STATES.get(id(tokenizer))
+    if entry is None or entry[0] is not tokenizer:
+        entry = (tokenizer, _TokenizerState())
+        _STATES[id(tokenizer)] = entry
+    return entry[1]
 
 
 class LocalityViolation(RuntimeError):
@@ -158,8 +206,7 @@ class PromptCounter:
         else:
             self._encode = lambda text: len(tokenizer(text, add_special_tokens=False)["input_ids"])
             self._encode_many = lambda texts: [self._encode(text) for text in texts]
-        self._memo: dict[str, int] = {}
-        self._calls = 0
+        self._state = _state_of(tokenizer)
         self.piecewise = piecewise and self._locality_holds()
 
     def render(self, user: str, answer_prefix: str, mode: RenderMode) -> str:
@@ -181,32 +228,147 @@ class PromptCounter:
             **dict(self.settings.chat_template_args),
         )
 
-    def count_text(self, text: str) -> int:
-        """Tokens the backend feeds the model for ``text`` (BOS included when it adds one)."""
+    def count_text(self, text: str, context: CountedText | None = None) -> int:
+        """Tokens the backend feeds the model for ``text`` (BOS included when it adds one).
+
+        ``context``, when given, is a part of ``text`` whose piece counts are
+        already summed; only the text around it is split and counted.
+        """
         added = 0 if (self._bos and text.startswith(self._bos)) else self._added
         if not self.piecewise:
             return self._encode(text) + added
-        self._calls += 1
-        count = self._count_pieces(text)
-        if self._calls <= 3 or self._calls % VERIFY_EVERY == 0:
+        count = self._count_around(text, context) if context is not None else None
+        if count is None:
+            count = self.piece_tokens(text)
+        if self._state.due_for_verification(count):
             whole = self._encode(text)
+            self._state.verified_tokens += whole
+            self._state.verified_prompts += 1
             if whole != count:
                 self.piecewise = False
                 logger.warning("piece-wise token counts disagree with whole-prompt counts for this tokenizer; counting whole prompts")
                 raise LocalityViolation(f"piece-wise count {count} != whole count {whole}")
         return count + added
 
-    def _count_pieces(self, text: str) -> int:
+    def piece_tokens(self, text: str) -> int:
         """Sum of memoized piece counts: haystack pieces repeat across samples, so most are free."""
-        pieces = _PIECE_BOUNDARY.split(text)
-        memo = self._memo
-        missing = [piece for piece in set(pieces) if piece not in memo]
+        return self.piece_tokens_many([text])[0]
+
+    def piece_tokens_many(self, texts: Sequence[str]) -> list[int]:
+        """``piece_tokens`` of each text, tokenizing all unseen pieces in one batch."""
+        split = [_PIECE_BOUNDARY.split(text) for text in texts]
+        memo = self._state.pieces
+        missing = {piece for pieces in split for piece in pieces if piece not in memo}
         if missing:
             if len(memo) + len(missing) > _MEMO_LIMIT:
                 memo.clear()
-                missing = list(set(pieces))
-            memo.update(zip(missing, self._encode_many(missing)))
-        return sum(memo[piece] for piece in pieces)
+                missing = {piece for pieces in split for piece in pieces}
+            unseen = list(missing)
+            memo.update(zip(unseen, self._encode_many(unseen)))
+        return [sum(map(memo.__getitem__, pieces)) for pieces in split]
+
+    def join(self, items: Sequence[str], separator: str) -> CountedText:
+        """``separator.join(items)`` with its piece count summed from per-item memos.
+
+        With a space or newline separator, an item that starts and ends with
+        a non-space character meets its neighbours at a piece boundary, so
+        its count (with the separator attached where the boundary regex puts
+        it: before a space, after a newline) is reused from the memo. Items
+        whose junction is not such a boundary are merged and counted
+        together. Other separators go through ``_join_spans``.
+        """
+        text = separator.join(items)
+        if not self.piecewise or not items:
+            return CountedText(text, 0)
+        if separator not in self._state.attached:
+            return CountedText(text, self._join_spans(items, separator))
+        chunks: list[str] = []
+        pending = items[0]
+        for item in items[1:]:
+            if pending and item and not pending[-1].isspace() and not item[0].isspace():
+                chunks.append(pending)
+                pending = item
+            else:
+                pending = pending + separator + item
+        chunks.append(pending)
+        # The separator attaches to every chunk but the first (space) or the last (newline).
+        unattached = chunks.pop(0) if separator == " " else chunks.pop()
+        return CountedText(text, self.piece_tokens(unattached) + sum(self.attached_tokens(chunks, separator)))
+
+    def attached_tokens(self, items: Sequence[str], separator: str) -> list[int]:
+        """Piece counts of each item with a space before it or a newline after it, memoized per item.
+
+        Only valid for items that start and end with a non-space character
+        and sit between such items (``join`` checks; callers with clean word
+        lists may use it directly to weight counts by multiplicities).
+        """
+        memo = self._state.attached[separator]
+        unseen = list({item for item in items if item not in memo})
+        if unseen:
+            if len(memo) + len(unseen) > _MEMO_LIMIT:
+                memo.clear()
+                unseen = list(set(items))
+            attached = [separator + item if separator == " " else item + separator for item in unseen]
+            memo.update(zip(unseen, self.piece_tokens_many(attached)))
+        return list(map(memo.__getitem__, items))
+
+    def _join_spans(self, items: Sequence[str], separator: str) -> int:
+        """Any separator: each item's interior pieces are stable, only the text between them is recounted."""
+        spans = self._state.spans
+        if len(spans) > _MEMO_LIMIT:
+            spans.clear()
+        for item in set(items):
+            if item not in spans:
+                spans[item] = self._span(item)
+        junctions: list[str] = []
+        interior = 0
+        pending = ""
+        for index, item in enumerate(items):
+            if index:
+                pending += separator
+            span = spans[item]
+            if span is None:
+                pending += item
+                continue
+            head, inner, tail = span
+            junctions.append(pending + head)
+            interior += inner
+            pending = tail
+        junctions.append(pending)
+        return interior + sum(self.piece_tokens_many(junctions))
+
+    def _span(self, text: str) -> tuple[str, int, str] | None:
+        """(text before its first stable boundary, pieces between, text after its last), if it has two."""
+        boundaries = [match.start() for match in _PIECE_BOUNDARY.finditer(text, 2, len(text)) if match.start() <= len(text) - 2]
+        if not boundaries:
+            return None
+        head, tail = text[: boundaries[0]], text[boundaries[-1] :]
+        whole, head_tokens, tail_tokens = self.piece_tokens_many([text, head, tail])
+        return head, whole - head_tokens - tail_tokens, tail
+
+    def _count_around(self, text: str, context: CountedText) -> int | None:
+        """Count ``text`` from the context's known sum and the pieces around it.
+
+        Boundaries of the piece regex depend on two characters either side, so
+        those at least two characters inside the context are the same in the
+        prompt as in the context alone: the context's first and last pieces
+        are recounted together with the text before and after them.
+        """
+        start = text.find(context.text)
+        if start < 0 or len(context.text) < 8:
+            return None
+        end = start + len(context.text)
+        first = _PIECE_BOUNDARY.search(text, start + 2, min(end, start + _EDGE_WINDOW))
+        if first is None or first.start() > end - 2:
+            return None
+        last = None
+        for last in _PIECE_BOUNDARY.finditer(text, max(first.start(), end - _EDGE_WINDOW), end):  # noqa: B007
+            pass
+        if last is None or last.start() > end - 2:
+            return None
+        cut_first, cut_last = first.start(), last.start()
+        inner = context.tokens - self.piece_tokens(text[start:cut_first]) - self.piece_tokens(text[cut_last:end])
+        return self.piece_tokens(text[:cut_first]) + inner + self.piece_tokens(text[cut_last:])
 
     def _locality_holds(self) -> bool:
         """Probe, before trusting piece-wise counts, that this tokenizer splits at our boundaries.
@@ -229,9 +391,9 @@ class PromptCounter:
         except Exception:  # noqa: BLE001 - any failure means: do not take the fast path
             return False
 
-    def count(self, user: str, answer_prefix: str) -> int:
+    def count(self, user: str, answer_prefix: str, context: CountedText | None = None) -> int:
         """Prompt tokens under every rendering this run may use (the largest)."""
-        return max(self.count_text(self.render(user, answer_prefix, mode)) for mode in self.settings.modes)
+        return max(self.count_text(self.render(user, answer_prefix, mode), context) for mode in self.settings.modes)
 
     def count_plain(self, text: str) -> int:
         """Tokens of a bare text fragment, as RULER's own probes count them (no specials)."""

@@ -50,7 +50,7 @@ from typing import Any
 from ._budget import binary_search_size, linear_search_size
 from ._generation import GenerationSettings, Prompt, PromptBuilder, Resources, Rngs, make_doc
 from ._templates import NOISE_BLOCK, VT_ANSWER_PREFIX, VT_ANSWER_PREFIX_2024, VT_TEMPLATE
-from ._tokenizer import PromptCounter
+from ._tokenizer import CountedText, PromptCounter
 from .errors import BudgetError
 
 MAIN_STEP = 10
@@ -79,6 +79,7 @@ class _Draw:
     user: str
     answer_prefix: str
     names: list[str]
+    context: CountedText | None = None
 
 
 class _Generator:
@@ -134,7 +135,7 @@ class _Generator:
             chains.append(chain)
         return groups[0], chains
 
-    def _context(self, num_noises: int, chains: list[list[str]]) -> str:
+    def _context(self, num_noises: int, chains: list[list[str]]) -> CountedText:
         if self.legacy:
             sentences = [NOISE_BLOCK_2024] * num_noises
             if len(sentences) <= len(chains[0]):
@@ -149,18 +150,20 @@ class _Generator:
             positions = sorted(self.rngs.py.sample(range(len(sentences)), len(chain)))
             for offset, position in enumerate(positions):
                 sentences.insert(position + offset, chain[offset])
-        joiner = " " if self.legacy else "\n"
-        return joiner.join(sentences).replace(". \n", ".\n")
+        context = self.counter.join(sentences, " " if self.legacy else "\n")
+        tidied = context.text.replace(". \n", ".\n")
+        return context if tidied == context.text else self.counter.join([tidied], "\n")
 
     def draw(self, num_noises: int, is_icl: bool) -> _Draw:
         """``generate_input_output``; raises ``_DuplicateNames`` where NVIDIA's raises."""
         names, chains = self._chains(is_icl)
         value = chains[0][0].split("=")[-1].strip()
-        fields = {"context": self._context(num_noises, chains), "query": value, "num_v": self.num_hops + 1}
+        context = self._context(num_noises, chains)
+        fields = {"context": context.text, "query": value, "num_v": self.num_hops + 1}
         if is_icl:
             return _Draw(self.icl_template.format(**fields), "", names)
         user, prefix = self.builder.build(**fields)
-        return _Draw(user, prefix, names)
+        return _Draw(user, prefix, names, context)
 
     def draw_retrying(self, num_noises: int, is_icl: bool) -> _Draw:
         """A size-search probe; NVIDIA's script would abort on a repeated name, we draw again."""
@@ -217,18 +220,18 @@ class _Generator:
 
             def total(n: int) -> int:
                 probe = self.draw_retrying(n, False)
-                return count(probe.user, probe.answer_prefix + f" {probe.names}") + gen + example_tokens
+                return count(probe.user, probe.answer_prefix + f" {probe.names}", probe.context) + gen + example_tokens
 
             size = max(linear_search_size(total, settings.length, step), step)
         else:
             step = SMALL_MAIN_STEP if settings.length < 4096 else MAIN_STEP
             probe = self.draw_retrying(step, False)
-            per_unit = count(probe.user, probe.answer_prefix) / step
+            per_unit = count(probe.user, probe.answer_prefix, probe.context) / step
             upper = max(int(settings.length / per_unit * 3), step * 2)
 
             def fits(n: int) -> bool:
                 probe = self.draw_retrying(n, False)
-                return count(probe.user, probe.answer_prefix) + example_tokens + gen <= settings.length
+                return count(probe.user, probe.answer_prefix, probe.context) + example_tokens + gen <= settings.length
 
             size = binary_search_size(fits, step, upper, step)
 
@@ -239,8 +242,8 @@ class _Generator:
                 user = draw.user[:cut] + " " + shown + "\n\n" + draw.user[cut:]
             else:
                 user = draw.user[:cut] + shown + "\n" + draw.user[cut:]
-            final = _Draw(user, draw.answer_prefix, draw.names)
-            return final, count(final.user, final.answer_prefix)
+            final = _Draw(user, draw.answer_prefix, draw.names, draw.context)
+            return final, count(final.user, final.answer_prefix, final.context)
 
         docs = []
         for index in range(settings.num_samples):

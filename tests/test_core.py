@@ -193,3 +193,55 @@ def test_cache_never_uses_pickle(llama3_tokenizer, cache_dir):
     with gzip.open(path, "rt") as handle:
         header = json.loads(handle.readline())
     assert header["count"] == 3 and header["info"]["task"] == "niah_single_1"
+
+
+def test_cache_hits_skip_the_tokenizer_and_each_determinant_changes_the_key(llama3_tokenizer, cache_dir, tmp_path, monkeypatch):
+    """A hit is found from the tokenizer's files alone; a changed tokenizer, template, profile, seed or data misses."""
+    import shutil
+
+    from lm_eval_ruler import _dataset
+
+    def copy_tokenizer(name: str, edit=None) -> str:
+        target = tmp_path / name
+        shutil.copytree(llama3_tokenizer, target)
+        if edit:
+            edit(target)
+        return str(target)
+
+    original = copy_tokenizer("original")
+    first = build_dataset("niah_single_1", 2048, _options(original))
+    assert not first.from_cache
+
+    def refuse(*args, **kwargs):
+        raise AssertionError("a cache hit loaded the tokenizer")
+
+    with monkeypatch.context() as patched:
+        patched.setattr(_dataset, "load_tokenizer", refuse)
+        hit = build_dataset("niah_single_1", 2048, _options(original))
+    assert hit.from_cache and hit.docs == first.docs
+
+    # The same tokenizer files elsewhere: the alias differs but the full key (a content fingerprint) hits.
+    assert build_dataset("niah_single_1", 2048, _options(copy_tokenizer("same"))).from_cache
+
+    def edit_template(path: Path) -> None:
+        config = json.loads((path / "tokenizer_config.json").read_text())
+        config["chat_template"] += "{# edited #}"
+        (path / "tokenizer_config.json").write_text(json.dumps(config))
+
+    def add_token(path: Path) -> None:
+        spec = json.loads((path / "tokenizer.json").read_text())
+        spec["added_tokens"].append(
+            {"id": 128256, "content": "<|extra|>", "single_word": False, "lstrip": False, "rstrip": False, "normalized": False, "special": True}
+        )
+        (path / "tokenizer.json").write_text(json.dumps(spec))
+
+    assert not build_dataset("niah_single_1", 2048, _options(copy_tokenizer("template", edit_template))).from_cache
+    assert not build_dataset("niah_single_1", 2048, _options(copy_tokenizer("vocab", add_token))).from_cache
+    assert not build_dataset("niah_single_1", 2048, _options(original, seed=7)).from_cache
+    assert not build_dataset("niah_single_1", 2048, _options(original, profile="2024")).from_cache
+    squad = Path(__file__).parent / "fixtures" / "squad_dev_mini.json"
+    edited = tmp_path / "squad_edited.json"
+    edited.write_text(squad.read_text().replace("?", " ?", 1))
+    for data, expected in ((squad, False), (squad, True), (edited, False)):
+        options = _options(original, data_files=(("squad", str(data)),))
+        assert build_dataset("qa_squad", 2048, options).from_cache is expected

@@ -2,7 +2,11 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from lm_eval_ruler import DatasetOptions, build_dataset
 from lm_eval_ruler._tokenizer import PromptCounter, RenderSettings, load_tokenizer
@@ -75,3 +79,65 @@ def test_tokenizers_without_locality_fall_back_to_whole_counting(tmp_path):
     assert counter.piecewise is False
     text = "One of the special magic numbers. The grass is green.\nHere we go, again."
     assert counter.count_text(text) == whole_count(tokenizer, text)
+
+
+OTHER_FAMILIES = ["vt", "cwe", "fwe", "qa_squad", "niah_single_3", "niah_multikey_1"]
+QA_FIXTURES = Path(__file__).parent / "fixtures"
+
+
+def test_every_family_counts_the_same_piecewise_and_whole(family_tokenizer, essays_cache):
+    """The counted-context paths of VT, CWE, FWE and QA (and the remaining NIAH tasks) against whole counts."""
+    whole = PromptCounter(load_tokenizer(family_tokenizer), RenderSettings(("raw", "chat")), piecewise=False)
+    checked = 0
+    for task in OTHER_FAMILIES:
+        for length in (2048, 3072):
+            options = DatasetOptions(
+                tokenizer=family_tokenizer,
+                num_samples=12,
+                use_cache=False,
+                data_files=(("squad", str(QA_FIXTURES / "squad_dev_mini.json")),),
+            )
+            result = build_dataset(task, length, options)
+            assert result.info["piecewise_counting"] is True
+            for doc in result.docs:
+                assert whole.count(doc["input"], doc["gen_prefix"]) == doc["prompt_tokens"], (task, length, doc["index"])
+                checked += 1
+    assert checked == len(OTHER_FAMILIES) * 2 * 12
+
+
+_ITEM = st.one_of(
+    st.sampled_from(["", " ", "\n", "a", "The grass is green.", "VAR ABCDE = VAR FGHIJ ", "1.", "...", "x\n", " y", "Document 3:\n"]),
+    st.text(alphabet="ab .,:\n-1", min_size=0, max_size=12),
+)
+
+
+@settings(max_examples=300, deadline=None)
+@given(items=st.lists(_ITEM, min_size=1, max_size=12), separator=st.sampled_from([" ", "\n", "\n\n", "", " - "]))
+def test_joined_counts_equal_whole_counts_for_any_items(llama3_tokenizer, items, separator):
+    """Whatever the items (empty, space-edged, newline-edged) and separator, a joined count is exact in context."""
+    tokenizer = load_tokenizer(llama3_tokenizer)
+    counter = PromptCounter(tokenizer, RenderSettings(("raw",)))
+    context = counter.join(items, separator)
+    assert context.text == separator.join(items)
+    for before, after in (("", ""), ("Text:\n", "\nWhat is it?"), ("go ", " now"), ("x", "y")):
+        prompt = before + context.text + after
+        expected = len(tokenizer(prompt)["input_ids"])
+        counted = counter._count_around(prompt, context)
+        if counted is not None:
+            assert counted + counter._added == expected
+        assert counter.count_text(prompt, context) == expected
+
+
+def test_a_locality_violation_found_by_verification_regenerates_with_whole_counts(llama3_tokenizer, monkeypatch):
+    """Poisoned piece counts are caught by whole-prompt verification; the dataset is then counted whole."""
+    from lm_eval_ruler import _tokenizer
+
+    options = DatasetOptions(tokenizer=llama3_tokenizer, num_samples=4, use_cache=False, render_modes=("raw",))
+    honest = build_dataset("niah_single_1", 1024, options)
+    tokenizer = load_tokenizer(llama3_tokenizer, False, None)  # the object build_dataset uses
+    monkeypatch.setitem(_tokenizer._STATES, id(tokenizer), (tokenizer, _tokenizer._TokenizerState()))
+    state = _tokenizer._state_of(tokenizer)
+    state.pieces[" grass"] = 40  # a wrong count for a piece every noise haystack contains
+    poisoned = build_dataset("niah_single_1", 1024, options)
+    assert poisoned.info["piecewise_counting"] is False
+    assert poisoned.docs == honest.docs

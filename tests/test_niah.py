@@ -8,6 +8,8 @@ import uuid
 
 import numpy as np
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from lm_eval_ruler import BudgetError, DatasetOptions, build_dataset
 from lm_eval_ruler._haystack import DEPTHS, AdjectiveNounKeys, niah_keys
@@ -184,3 +186,33 @@ def test_chat_template_is_budgeted(smollm2):
         )
         assert len(tokenizer(prompt)["input_ids"]) == doc["prompt_tokens"]
         assert doc["prompt_tokens"] + 128 <= 4096
+
+
+@pytest.fixture(scope="module")
+def essay_sentences(essays_file):
+    from pathlib import Path
+
+    from lm_eval_ruler._haystack import EssaySentences, essay_corpus_from_json, sentence_splitter
+
+    corpus = essay_corpus_from_json(Path(essays_file).read_bytes())
+    return corpus, sentence_splitter(), EssaySentences(corpus, sentence_splitter())
+
+
+@settings(max_examples=60, deadline=None)
+@given(data=st.data())
+def test_essay_prefix_sentences_equal_splitting_the_prefix(essay_sentences, data):
+    """One Punkt pass over the corpus gives every prefix's sentences, cut anywhere, even past one copy."""
+    corpus, splitter, index = essay_sentences
+    total = len(corpus.words)
+    num_words = data.draw(st.one_of(st.integers(1, 400), st.integers(1, total + 3000)))
+    assert index.sentences(num_words) == splitter.split(corpus.text(num_words).strip())
+
+
+def test_essay_prefix_sentences_at_sentence_ends(essay_sentences):
+    """Cuts just before, at and after sentence ends, where Punkt's decisions are most context-dependent."""
+    corpus, splitter, index = essay_sentences
+    text, _, ends = index._split_copies(1)
+    for end in random.Random(3).sample(ends[:4000], 40):
+        word = text[:end].count(" ") + 1
+        for num_words in (word - 1, word, word + 1):
+            assert index.sentences(num_words) == splitter.split(corpus.text(num_words).strip()), num_words

@@ -587,6 +587,48 @@ def qa_file_size(name: str, path: Path, counter: Counter) -> tuple[int, int]:
     return questions, tokens
 
 
+def enlarge_qa_file(name: str, source: Path, target: Path, questions: int) -> Path:
+    """A copy of a small QA file with at least ``questions`` answerable questions, for timing only.
+
+    The file is repeated; copy j appends `` [j]`` to every question and paragraph, so copies are
+    distinct documents and questions (as in a real dev set) and answer offsets stay valid.
+    """
+    data = json.loads(source.read_text(encoding="utf-8"))
+    if name == "squad":
+        per_copy = sum(1 for a in data["data"] for p in a["paragraphs"] for qa in p["qas"] if not qa.get("is_impossible"))
+    else:
+        per_copy = len(data)
+    copies = max(1, -(-questions // max(per_copy, 1)))
+    if name == "squad":
+        articles = []
+        for j in range(copies):
+            for article in data["data"]:
+                copy = json.loads(json.dumps(article))
+                copy["title"] = f"{copy['title']} [{j}]"
+                for paragraph in copy["paragraphs"]:
+                    if j:
+                        paragraph["context"] += f" [{j}]"
+                    for qa in paragraph["qas"]:
+                        qa["id"] = f"{qa['id']}-{j}"
+                        if j:
+                            qa["question"] += f" [{j}]"
+                articles.append(copy)
+        enlarged: Any = {**data, "data": articles}
+    else:
+        enlarged = []
+        for j in range(copies):
+            for item in data:
+                copy = json.loads(json.dumps(item))
+                copy["_id"] = f"{copy['_id']}-{j}"
+                if j:
+                    copy["question"] += f" [{j}]"
+                    for paragraph in copy["context"]:
+                        paragraph[1][-1] += f" [{j}]"
+                enlarged.append(copy)
+    target.write_text(json.dumps(enlarged), encoding="utf-8")
+    return target
+
+
 def read_prompts(cell: Cell, out_dir: Path, nvidia_name: str | None) -> list[str]:
     if cell.impl == "nvidia":
         path = out_dir / str(nvidia_name) / "validation.jsonl"
@@ -642,9 +684,16 @@ class Bench:
         if self.essays is not None and args.check_essays and sha256_file(self.essays) != ESSAYS_SHA256:
             self.notes.append(f"warning: {self.essays} is not the frozen corpus (sha256 differs)")
         self.qa_files: dict[str, Path | None] = {}
+        needed = max(args.samples, args.suite, *(samples for _, _, samples in parse_extra(args.extra)))
         for name, given in (("squad", args.squad), ("hotpotqa", args.hotpot)):
             path = Path(given).resolve()
             self.qa_files[name] = path if path.is_file() else None
+            if path.is_file() and args.enlarge_qa and any(QA_TASKS.get(task) == name for task in tasks):
+                self.qa_files[name] = enlarge_qa_file(name, path, self.work / f"{name}-enlarged.json", needed)
+                self.notes.append(
+                    f"{name}: {path.name} repeated with suffixed questions and paragraphs to {needed}+ questions "
+                    f"({self.qa_files[name].name}, --enlarge-qa): timing only, not a real dev set"
+                )
         if "nvidia" in impls:
             self.nvidia = prepare_nvidia(args.nvidia_ruler, self.work, self.essays, self.qa_files)
             self.notes.extend(self.nvidia.notes)
@@ -927,6 +976,129 @@ def identical_line(cells: list[Cell]) -> str:
     )
 
 
+SUITE_LENGTHS = (("4k", 4096), ("8k", 8192), ("16k", 16384), ("32k", 32768), ("64k", 65536), ("128k", 131072))
+STARTUP_GROUP = ("4k", 4096, 1)
+
+
+@dataclass
+class SuiteRun:
+    label: str
+    wall_s: float | None = None
+    cpu_s: float | None = None
+    peak_rss_mb: float | None = None
+    tokens: int | None = None
+    status: str = "ok"
+    reason: str = ""
+
+
+def cached_prompt_tokens(root: Path) -> int:
+    """Prompt tokens of every dataset in a cache directory, from the entries' header lines."""
+    import gzip
+
+    total = 0
+    for path in root.glob("*/*.jsonl.gz"):
+        with gzip.open(path, "rt", encoding="utf-8") as handle:
+            total += int(json.loads(handle.readline())["info"]["prompt_tokens"]["total"])
+    return total
+
+
+def run_suite(bench: Bench, tasks: list[str], samples: int) -> list[SuiteRun]:
+    """This plugin on the whole suite through its CLI: cold with 1 and 2 jobs, then from the cache."""
+    runs = []
+    lengths = ",".join(name for name, _ in SUITE_LENGTHS)
+    for label, jobs, cache in (("cold, 1 job", 1, "suite-cache-1"), ("cold, 2 jobs", 2, "suite-cache-2"), ("cached", 1, "suite-cache-2")):
+        argv = [bench.python, "-m", "lm_eval_ruler.cli", "generate", "--tokenizer", bench.args.tokenizer,
+                "--tasks", ",".join(tasks), "--lengths", lengths, "--num-samples", str(samples),
+                "--jobs", str(jobs), "--cache-dir", str(bench.work / cache)]  # fmt: skip
+        for task in tasks:
+            for name, path in bench.data_files(task):
+                flag = f"{name}={path}"
+                if flag not in argv:
+                    argv += ["--data-file", flag]
+        print(f"suite: {label} ...", file=sys.stderr, flush=True)
+        log = bench.work / f"suite-{label.replace(' ', '').replace(',', '-')}"
+        child = run_measured(argv, bench.env("ours"), REPO, bench.args.timeout * 20, log)
+        run = SuiteRun(label, child.wall_seconds, child.cpu_seconds, child.peak_rss_mb)
+        if child.exit_code != 0:
+            run.status, run.reason = "failed", tail(log.with_suffix(".err"))
+        else:
+            run.tokens = cached_prompt_tokens(bench.work / cache / "datasets")
+        runs.append(run)
+    return runs
+
+
+def extrapolate_suite(bench: Bench, impl: str, tasks: list[str], samples: int) -> tuple[float | None, str]:
+    """A reference's whole-suite time from its cells: start-up from the 1-sample 4k cell, per-sample cost per length.
+
+    Per-sample cost at 8k and 32k is interpolated linearly in length between the measured
+    neighbours. NVIDIA's prepare.py starts one process per task and length, so it pays start-up
+    each time; lm-eval builds every task in one process, so its start-up is counted once overall
+    (favouring lm-eval: per-task fixed costs other than process start-up are dropped too).
+    """
+    measured = {"4k": 4096, "16k": 16384, "64k": 65536, "128k": 131072}
+    total = 0.0
+    startups = []
+    for task in tasks:
+        startup_cell = bench.find(impl, task, *STARTUP_GROUP[::2])
+        if startup_cell is None or startup_cell.status != "ok":
+            return None, f"no 1-sample 4k cell for {task}"
+        startup = startup_cell.wall_s or 0.0
+        per_sample: dict[int, float] = {}
+        for name, length in measured.items():
+            cell = next((c for c in bench.cells if c.impl == impl and c.task == task and c.length_name == name
+                         and c.samples > 1 and c.status == "ok"), None)  # fmt: skip
+            if cell is None:
+                return None, f"no {name} cell for {task}"
+            per_sample[length] = max(0.0, ((cell.wall_s or 0.0) - startup) / cell.samples)
+        per_sample[8192] = per_sample[4096] + (per_sample[16384] - per_sample[4096]) * (8192 - 4096) / (16384 - 4096)
+        per_sample[32768] = per_sample[16384] + (per_sample[65536] - per_sample[16384]) * (32768 - 16384) / (65536 - 16384)
+        total += sum(samples * per_sample[length] for _, length in SUITE_LENGTHS)
+        if impl == "nvidia":
+            total += startup * len(SUITE_LENGTHS)
+        startups.append(startup)
+    if impl != "nvidia":
+        total += max(startups)
+    return total, f"start-up {min(startups):.1f}-{max(startups):.1f} s per process"
+
+
+def render_suite(bench: Bench, runs: list[SuiteRun], tasks: list[str], samples: int) -> list[str]:
+    out = [f"\n== whole suite: {len(tasks)} tasks x {samples} samples x {', '.join(n for n, _ in SUITE_LENGTHS)} =="]
+    for run in runs:
+        if run.status != "ok":
+            out.append(f"  ours {run.label:<14} failed: {run.reason}")
+            continue
+        rate = (run.tokens or 0) / run.wall_s if run.wall_s else 0
+        out.append(
+            f"  ours {run.label:<14} {run.wall_s:9.1f} s wall {run.cpu_s:9.1f} s cpu  {run.tokens or 0:>14,d} tokens "
+            f"{rate:>12,.0f} tok/s  peak {run.peak_rss_mb:.0f} MB (largest process)"
+        )
+    cold = [r for r in runs if r.status == "ok" and r.label.startswith("cold")]
+    cached = next((r for r in runs if r.status == "ok" and r.label == "cached"), None)
+    if cached and cached.wall_s:
+        cells = len(tasks) * len(SUITE_LENGTHS)
+        out.append(f"  cached: {cached.wall_s / cells:.2f} s per task-length (one process for all {cells}, start-up included)")
+    pass_rate = None
+    passes = [c for c in bench.cells if c.impl == "ours" and c.tokpass_s and c.prompt_tokens]
+    if passes:
+        pass_rate = sum(c.prompt_tokens for c in passes) / sum(c.tokpass_s for c in passes)
+        tokens = max((r.tokens or 0) for r in cold) if cold else 0
+        if tokens:
+            out.append(
+                f"  one tokenization pass over the suite's prompts: ~{tokens / pass_rate:,.0f} s "
+                f"(at this run's measured {pass_rate:,.0f} tok/s, one encode per prompt)"
+            )
+    for impl in ("lm-eval", "nvidia"):
+        if not any(c.impl == impl for c in bench.cells):
+            continue
+        estimate, detail = extrapolate_suite(bench, impl, tasks, samples)
+        if estimate is None:
+            out.append(f"  {impl:<19} not extrapolated: {detail}")
+            continue
+        ratios = ", ".join(f"{estimate / r.wall_s:.1f}x vs ours {r.label}" for r in cold if r.wall_s)
+        out.append(f"  {impl:<19} ~{estimate:9.0f} s extrapolated from its cells ({detail}); {ratios}")
+    return out
+
+
 def render_report(bench: Bench, groups: list[tuple[str, int, int]]) -> str:
     out = []
     header = (
@@ -1108,6 +1280,21 @@ def build_parser() -> argparse.ArgumentParser:
         default=1800,
         help="seconds per cell before it is killed and reported as timeout (default: %(default)s)",
     )
+    parser.add_argument(
+        "--enlarge-qa",
+        action="store_true",
+        help="repeat the QA files (questions and paragraphs suffixed per copy) until they have as many questions "
+        "as the largest sample count, so QA cells run on small fixtures (timing only)",
+    )
+    parser.add_argument(
+        "--suite",
+        metavar="SAMPLES",
+        type=int,
+        default=0,
+        help="also time this plugin on the whole standard suite (13 tasks x SAMPLES x 4k..128k; RULER uses 500) "
+        "with `lm-eval-ruler generate`, cold with 1 and 2 jobs and then cached, and extrapolate the references "
+        "from their cells (default: 0 = skip)",
+    )
     parser.add_argument("--json", metavar="OUT", help="also write every cell's raw numbers, the setup and versions to OUT")
     parser.add_argument(
         "--workdir", help="directory for caches, child logs and outputs (default: a new temp dir, removed at the end)"
@@ -1155,13 +1342,20 @@ def main(argv: list[str] | None = None) -> int:
     if not groups:
         parser.error("no lengths: give --lengths and/or --extra")
 
+    if args.suite and STARTUP_GROUP not in groups:
+        groups.append(STARTUP_GROUP)
     bench = Bench(args)
     print(f"work dir: {bench.work}", file=sys.stderr, flush=True)
+    suite_runs: list[SuiteRun] = []
     try:
         bench.run(groups, tasks, impls)
+        if args.suite:
+            suite_runs = run_suite(bench, tasks, args.suite)
     except KeyboardInterrupt:
         print("interrupted: reporting the cells finished so far", file=sys.stderr)
     report = render_report(bench, groups)
+    if args.suite:
+        report += "\n" + "\n".join(render_suite(bench, suite_runs, tasks, args.suite))
     print(report)
     if args.json:
         payload = {
@@ -1177,6 +1371,7 @@ def main(argv: list[str] | None = None) -> int:
             "environment": environment(bench),
             "notes": bench.notes,
             "cells": [dataclasses.asdict(cell) for cell in bench.cells],
+            "suite": [dataclasses.asdict(run) for run in suite_runs],
         }
         Path(args.json).write_text(json.dumps(payload, indent=2))
         print(f"\nraw numbers written to {args.json}", file=sys.stderr)

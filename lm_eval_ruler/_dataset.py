@@ -268,4 +268,4 @@ def _data_fingerprints(family: str, params: Any, options: DatasetOptions, splitt
 
 def _token_stats(docs: list[dict[str, Any]]) -> dict[str, float]:
     counts = [doc["prompt_tokens"] for doc in docs]
-    return {"min": min(counts), "median": statistics.median(counts), "max": max(counts)}
+    return {"min": min(counts), "median": statistics.median(counts), "max": max(counts), "total": sum(counts)}

@@ -150,6 +150,9 @@ def _counted_words(counter: PromptCounter, words: list[str], vocab: list[str], c
         return CountedText(text, 0)
     used = [index for index, count in enumerate(counts.tolist()) if count > 0]
     attached = counter.attached_tokens([vocab[index] for index in used], " ")
-    total = sum(tokens * int(counts[index]) for tokens, index in zip(attached, used))
+    if None in attached:
+        return counter.join(words, " ")
+    total = sum(tokens * int(counts[index]) for tokens, index in zip(attached, used))  # type: ignore[operator]
     first = words[0]
-    return CountedText(text, total - counter.attached_tokens([first], " ")[0] + counter.piece_tokens(first))
+    first_attached = counter.attached_tokens([first], " ")[0]
+    return CountedText(text, total - first_attached + counter.piece_tokens(first))  # type: ignore[operator]

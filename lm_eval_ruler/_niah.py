@@ -70,7 +70,8 @@ def generate(settings: GenerationSettings, counter: PromptCounter, resources: Re
         if haystack == "essay":
             assert essay_sentences is not None
             if num_haystack not in sentences_of_size:
-                sentences_of_size.clear()
+                if len(sentences_of_size) > 3:  # the per-sample fit revisits a few sizes
+                    sentences_of_size.clear()
                 sentences_of_size[num_haystack] = essay_sentences.sentences(num_haystack)
             context, depths = _insert_in_essay(sentences_of_size[num_haystack], needles, rngs, counter)
         else:

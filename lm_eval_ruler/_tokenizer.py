@@ -25,12 +25,14 @@ RenderMode = Literal["raw", "chat"]
 logger = logging.getLogger(__name__)
 
 #: Where prompts are cut for piece-wise counting: after a lone newline that
-#: follows text, and before a single space between two non-spaces. Regex
-#: pre-tokenizers (Llama-3, GPT-2, Qwen) start a new pre-token at both places,
-#: and BPE never merges across pre-tokens, so the pieces' counts add up to the
-#: whole prompt's count. Word-sized pieces repeat across samples (essay text,
-#: noise, CWE's numbered list, FWE's Zipf words), so most are memo hits.
-_PIECE_BOUNDARY = re.compile(r"(?<=\S\n)(?=\S)|(?<=\S)(?= \S)")
+#: follows text, before a single space between two non-spaces, and before a
+#: hyphen between two letters. Regex pre-tokenizers (Llama-3, GPT-2, Qwen)
+#: start a new pre-token at these places, and BPE never merges across
+#: pre-tokens, so the pieces' counts add up to the whole prompt's count.
+#: Word-sized pieces repeat across samples (essay text, noise, CWE's numbered
+#: list, FWE's Zipf words, the halves of NIAH's adjective-noun keys), so most
+#: are memo hits. Each rule looks at most two characters either side.
+_PIECE_BOUNDARY = re.compile(r"(?<=\S\n)(?=\S)|(?<=\S)(?= \S)|(?<=[^\W\d_])(?=-[^\W\d_])")
 #: After the first prompts of a process, whole-prompt verification is
 #: rationed to about this fraction of the tokens counted piece-wise: a safety
 #: net against a tokenizer for which the locality probe passed but real
@@ -61,8 +63,8 @@ class _TokenizerState:
 
     def __init__(self) -> None:
         self.pieces: dict[str, int] = {}
-        #: Separator -> item -> tokens of the item with the separator attached.
-        self.attached: dict[str, dict[str, int]] = {" ": {}, "\n": {}}
+        #: Separator -> item -> tokens of the item with the separator attached (None: not reusable).
+        self.attached: dict[str, dict[str, int | None]] = {" ": {}, "\n": {}}
         #: Item -> (head, interior piece tokens, tail) for separators without a fast path.
         self.spans: dict[str, tuple[str, int, str] | None] = {}
         self.counted_tokens = 0
@@ -75,6 +77,11 @@ class _TokenizerState:
 
 
 _STATES: dict[int, tuple[Any, _TokenizerState]] = {}
+
+
+def _clean(item: str) -> bool:
+    """Non-empty with non-space ends: such an item meets a space or newline separator at a piece boundary."""
+    return bool(item) and not item[0].isspace() and not item[-1].isspace()
 
 
 def _state_of(tokenizer: Any) -> _TokenizerState:
@@ -201,8 +208,8 @@ class PromptCounter:
         self._added = _special_tokens_added(tokenizer, settings.add_bos_token)
         backend = getattr(tokenizer, "backend_tokenizer", None)
         if backend is not None:
-            self._encode = lambda text: len(backend.encode(text, add_special_tokens=False).ids)
-            self._encode_many = lambda texts: [len(e.ids) for e in backend.encode_batch(texts, add_special_tokens=False)]
+            self._encode = lambda text: len(backend.encode(text, add_special_tokens=False))
+            self._encode_many = lambda texts: [len(e) for e in backend.encode_batch(texts, add_special_tokens=False)]
         else:
             self._encode = lambda text: len(tokenizer(text, add_special_tokens=False)["input_ids"])
             self._encode_many = lambda texts: [self._encode(text) for text in texts]
@@ -273,15 +280,21 @@ class PromptCounter:
         With a space or newline separator, an item that starts and ends with
         a non-space character meets its neighbours at a piece boundary, so
         its count (with the separator attached where the boundary regex puts
-        it: before a space, after a newline) is reused from the memo. Items
-        whose junction is not such a boundary are merged and counted
-        together. Other separators go through ``_join_spans``.
+        it: before a space, after a newline) is reused from the memo. If some
+        item is not like that, items are merged across the junctions that
+        are not boundaries and the merged chunks counted. Other separators
+        go through ``_join_spans``.
         """
         text = separator.join(items)
         if not self.piecewise or not items:
             return CountedText(text, 0)
         if separator not in self._state.attached:
             return CountedText(text, self._join_spans(items, separator))
+        space = separator == " "
+        lone, attached = (items[0], items[1:]) if space else (items[-1], items[:-1])
+        counts = self.attached_tokens(attached, separator)
+        if _clean(lone) and None not in counts:
+            return CountedText(text, self.piece_tokens(lone) + sum(counts))  # type: ignore[arg-type]
         chunks: list[str] = []
         pending = items[0]
         for item in items[1:]:
@@ -291,16 +304,15 @@ class PromptCounter:
             else:
                 pending = pending + separator + item
         chunks.append(pending)
-        # The separator attaches to every chunk but the first (space) or the last (newline).
-        unattached = chunks.pop(0) if separator == " " else chunks.pop()
-        return CountedText(text, self.piece_tokens(unattached) + sum(self.attached_tokens(chunks, separator)))
+        lone = chunks.pop(0) if space else chunks.pop()
+        attached_chunks = [separator + chunk if space else chunk + separator for chunk in chunks]
+        return CountedText(text, sum(self.piece_tokens_many([lone, *attached_chunks])))
 
-    def attached_tokens(self, items: Sequence[str], separator: str) -> list[int]:
+    def attached_tokens(self, items: Sequence[str], separator: str) -> list[int | None]:
         """Piece counts of each item with a space before it or a newline after it, memoized per item.
 
-        Only valid for items that start and end with a non-space character
-        and sit between such items (``join`` checks; callers with clean word
-        lists may use it directly to weight counts by multiplicities).
+        None for an item that is empty or starts or ends with whitespace: its
+        junctions may not be piece boundaries, so it has no reusable count.
         """
         memo = self._state.attached[separator]
         unseen = list({item for item in items if item not in memo})
@@ -308,8 +320,10 @@ class PromptCounter:
             if len(memo) + len(unseen) > _MEMO_LIMIT:
                 memo.clear()
                 unseen = list(set(items))
-            attached = [separator + item if separator == " " else item + separator for item in unseen]
-            memo.update(zip(unseen, self.piece_tokens_many(attached)))
+            clean = [item for item in unseen if _clean(item)]
+            attached = [separator + item if separator == " " else item + separator for item in clean]
+            memo.update(zip(clean, self.piece_tokens_many(attached)))
+            memo.update((item, None) for item in unseen if not _clean(item))
         return list(map(memo.__getitem__, items))
 
     def _join_spans(self, items: Sequence[str], separator: str) -> int:

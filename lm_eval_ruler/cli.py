@@ -9,7 +9,8 @@ from __future__ import annotations
 
 import argparse
 import sys
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
+from typing import Any
 
 from ._report_cli import REPORT_COMMANDS, add_report_commands
 
@@ -76,6 +77,12 @@ def _build_parser() -> argparse.ArgumentParser:
     generate.add_argument("--seed", type=int, default=42)
     generate.add_argument("--apply-chat-template", choices=("true", "false", "both"), default="both",
                           help="size for the rendering your run will use (default: fit both)")
+    generate.add_argument("--data-file", action="append", default=[], metavar="NAME=PATH",
+                          help="use a local essays/squad/hotpotqa file instead of the pinned download "
+                          "(the ruler_<name>_file metadata of a run); repeatable")
+    generate.add_argument("--jobs", type=int, default=1,
+                          help="worker processes, one task-length at a time each, longest first (default: 1; "
+                          "use the number of cores for the whole suite)")
     generate.add_argument("--cache-dir")
 
     from .sweep import add_arguments as add_sweep_arguments
@@ -128,12 +135,21 @@ def _cache(args: argparse.Namespace) -> int:
 def _generate(args: argparse.Namespace) -> int:
     from tqdm import tqdm
 
-    from ._dataset import DatasetOptions, build_dataset
+    from ._dataset import DatasetOptions
     from ._tasks import TASKS, parse_length
+    from .errors import ConfigurationError
 
     tasks = list(TASKS) if args.tasks == "all" else [t.strip() for t in args.tasks.split(",")]
     lengths = [parse_length(value.strip()) for value in args.lengths.split(",")]
     modes = {"true": ("chat",), "false": ("raw",), "both": ("raw", "chat")}[args.apply_chat_template]
+    data_files = []
+    for entry in args.data_file:
+        name, sep, path = entry.partition("=")
+        if not sep or name not in ("essays", "squad", "hotpotqa"):
+            raise ConfigurationError(f"--data-file expects essays=PATH, squad=PATH or hotpotqa=PATH, got {entry!r}")
+        data_files.append((name, path))
+    if args.jobs < 1:
+        raise ConfigurationError(f"--jobs must be at least 1, got {args.jobs}")
     options = DatasetOptions(
         tokenizer=args.tokenizer,
         num_samples=args.num_samples,
@@ -141,18 +157,44 @@ def _generate(args: argparse.Namespace) -> int:
         profile=args.profile,
         render_modes=modes,
         cache_dir=args.cache_dir,
+        data_files=tuple(data_files),
     )
-    with tqdm(total=len(tasks) * len(lengths), desc="RULER datasets", unit="task") as progress:
-        for length in lengths:
-            for task in tasks:
-                result = build_dataset(task, length, options)
-                stats = result.info["prompt_tokens"]
-                progress.write(
-                    f"{task:16} {length:>8} {'cached' if result.from_cache else 'generated':9} "
-                    f"prompt tokens {stats['min']}/{stats['median']}/{stats['max']} (min/median/max)"
-                )
-                progress.update()
+    # Longest first, so the last cells to finish are short ones and workers end together.
+    cells = sorted(((task, length) for length in lengths for task in tasks), key=lambda cell: -cell[1])
+    with tqdm(total=len(cells), desc="RULER datasets", unit="task") as progress:
+        for line in _generated_cells(cells, options, args.jobs):
+            progress.write(line)
+            progress.update()
     return 0
+
+
+def _generated_cells(cells: list[tuple[str, int]], options: Any, jobs: int) -> Iterator[str]:
+    """One summary line per generated (or cached) task-length, in completion order."""
+    if jobs == 1:
+        for cell in cells:
+            yield _generate_cell(cell, options)
+        return
+    import concurrent.futures
+    import multiprocessing
+
+    # spawn: tokenizers' thread pool does not survive fork.
+    context = multiprocessing.get_context("spawn")
+    with concurrent.futures.ProcessPoolExecutor(jobs, mp_context=context) as pool:
+        futures = [pool.submit(_generate_cell, cell, options) for cell in cells]
+        for future in concurrent.futures.as_completed(futures):
+            yield future.result()
+
+
+def _generate_cell(cell: tuple[str, int], options: Any) -> str:
+    from ._dataset import build_dataset
+
+    task, length = cell
+    result = build_dataset(task, length, options)
+    stats = result.info["prompt_tokens"]
+    return (
+        f"{task:16} {length:>8} {'cached' if result.from_cache else 'generated':9} "
+        f"prompt tokens {stats['min']}/{stats['median']}/{stats['max']} (min/median/max)"
+    )
 
 
 def _sweep(args: argparse.Namespace) -> int:

@@ -24,15 +24,34 @@ from .errors import ConfigurationError, TokenizerError
 RenderMode = Literal["raw", "chat"]
 logger = logging.getLogger(__name__)
 
-#: Where prompts are cut for piece-wise counting: after a lone newline that
-#: follows text, before a single space between two non-spaces, and before a
-#: hyphen between two letters. Regex pre-tokenizers (Llama-3, GPT-2, Qwen)
-#: start a new pre-token at these places, and BPE never merges across
-#: pre-tokens, so the pieces' counts add up to the whole prompt's count.
-#: Word-sized pieces repeat across samples (essay text, noise, CWE's numbered
-#: list, FWE's Zipf words, the halves of NIAH's adjective-noun keys), so most
-#: are memo hits. Each rule looks at most two characters either side.
-_PIECE_BOUNDARY = re.compile(r"(?<=\S\n)(?=\S)|(?<=\S)(?= \S)|(?<=[^\W\d_])(?=-[^\W\d_])")
+#: Where prompts are cut for piece-wise counting: before a single space
+#: between two non-spaces, after a lone newline that follows text, before a
+#: hyphen that follows a letter or digit, after a hyphen before a digit,
+#: between a letter and a digit, and between a digit and punctuation. Regex
+#: pre-tokenizers (Llama-3, GPT-2, Qwen) start a new pre-token at these
+#: places, and BPE never merges across pre-tokens, so the pieces' counts add
+#: up to the whole prompt's count. Word-sized pieces repeat across samples
+#: (essay text, noise, CWE's numbered list, FWE's Zipf words, the halves of
+#: NIAH's adjective-noun keys, the letter and digit runs of UUIDs), so most
+#: are memo hits. Each rule looks at most two characters either side, and
+#: every single space between non-spaces is a boundary, so texts are cut at
+#: spaces with ``str.split`` and only unseen words are cut with the regex.
+_PIECE_BOUNDARY = re.compile(
+    r"(?<=\S)(?= \S)|(?<=\S\n)(?=\S)|(?<=[^\W\d_])(?=\d)|(?<=\d)(?=[^\W\d_])"
+    r"|(?<=[^\W_])(?=-)|(?<=-)(?=\d)|(?<=\d)(?=[^\w\s])"
+)
+#: A space that is not between two non-spaces: such a text is not cut at every space.
+_LOOSE_SPACE = re.compile(r" (?!\S)|(?<!\S) ")
+_ASCII_LOOSE_SPACES = ("  ", " \n", "\n ", " \t", "\t ", " \r", "\r ", " \x0b", "\x0b ", " \x0c", "\x0c ")
+
+
+def _spaces_are_boundaries(text: str) -> bool:
+    """Every space of ``text`` sits between two non-spaces (string tests for ASCII, the regex otherwise)."""
+    if not text or text[0] == " " or text[-1] == " ":
+        return False
+    if text.isascii():
+        return not any(pair in text for pair in _ASCII_LOOSE_SPACES)
+    return _LOOSE_SPACE.search(text) is None
 #: After the first prompts of a process, whole-prompt verification is
 #: rationed to about this fraction of the tokens counted piece-wise: a safety
 #: net against a tokenizer for which the locality probe passed but real
@@ -62,7 +81,12 @@ class _TokenizerState:
     """Per-tokenizer memo and verification budget, shared by every counter of a process."""
 
     def __init__(self) -> None:
+        #: Text or word -> summed counts of its regex pieces.
         self.pieces: dict[str, int] = {}
+        #: Word -> summed counts of the regex pieces of the word after a space.
+        self.words: dict[str, int] = {}
+        #: Regex piece -> its token count.
+        self.regex_pieces: dict[str, int] = {}
         #: Separator -> item -> tokens of the item with the separator attached (None: not reusable).
         self.attached: dict[str, dict[str, int | None]] = {" ": {}, "\n": {}}
         #: Item -> (head, interior piece tokens, tail) for separators without a fast path.
@@ -262,17 +286,53 @@ class PromptCounter:
         return self.piece_tokens_many([text])[0]
 
     def piece_tokens_many(self, texts: Sequence[str]) -> list[int]:
-        """``piece_tokens`` of each text, tokenizing all unseen pieces in one batch."""
-        split = [_PIECE_BOUNDARY.split(text) for text in texts]
-        memo = self._state.pieces
-        missing = {piece for pieces in split for piece in pieces if piece not in memo}
-        if missing:
-            if len(memo) + len(missing) > _MEMO_LIMIT:
+        """``piece_tokens`` of each text, from memoized words; unseen words are cut and tokenized in one batch.
+
+        A text whose spaces all sit between non-spaces is cut at every space:
+        its first word and each following word with its space are memo keys.
+        """
+        memo, words = self._state.pieces, self._state.words
+        plan: list[tuple[str, list[str]] | None] = []
+        unseen_plain: set[str] = set()
+        unseen_spaced: set[str] = set()
+        for text in texts:
+            if not _spaces_are_boundaries(text):
+                plan.append(None)
+                if text not in memo:
+                    unseen_plain.add(text)
+                continue
+            first, *rest = text.split(" ")
+            plan.append((first, rest))
+            if first not in memo:
+                unseen_plain.add(first)
+            for word in rest:
+                if word not in words:
+                    unseen_spaced.add(word)
+        if unseen_plain or unseen_spaced:
+            full = len(memo) + len(unseen_plain) > _MEMO_LIMIT or len(words) + len(unseen_spaced) > _MEMO_LIMIT
+            if full and (memo or words):
                 memo.clear()
+                words.clear()
+                return self.piece_tokens_many(texts)
+            plain, spaced = list(unseen_plain), list(unseen_spaced)
+            counts = self._regex_piece_sums(plain + [" " + word for word in spaced])
+            memo.update(zip(plain, counts))
+            words.update(zip(spaced, counts[len(plain) :]))
+        lookup = words.__getitem__
+        return [memo[text] if entry is None else memo[entry[0]] + sum(map(lookup, entry[1])) for text, entry in zip(texts, plan)]
+
+    def _regex_piece_sums(self, texts: Sequence[str]) -> list[int]:
+        """Sum of token counts of each text's regex pieces, tokenizing unseen pieces in one batch."""
+        split = [_PIECE_BOUNDARY.split(text) for text in texts]
+        counts = self._state.regex_pieces
+        missing = {piece for pieces in split for piece in pieces if piece not in counts}
+        if missing:
+            if len(counts) + len(missing) > _MEMO_LIMIT:
+                counts.clear()
                 missing = {piece for pieces in split for piece in pieces}
             unseen = list(missing)
-            memo.update(zip(unseen, self._encode_many(unseen)))
-        return [sum(map(memo.__getitem__, pieces)) for pieces in split]
+            counts.update(zip(unseen, self._encode_many(unseen)))
+        return [sum(map(counts.__getitem__, pieces)) for pieces in split]
 
     def join(self, items: Sequence[str], separator: str) -> CountedText:
         """``separator.join(items)`` with its piece count summed from per-item memos.
@@ -375,12 +435,12 @@ class PromptCounter:
         first = _PIECE_BOUNDARY.search(text, start + 2, min(end, start + _EDGE_WINDOW))
         if first is None or first.start() > end - 2:
             return None
-        last = None
-        for last in _PIECE_BOUNDARY.finditer(text, max(first.start(), end - _EDGE_WINDOW), end):  # noqa: B007
-            pass
-        if last is None or last.start() > end - 2:
+        cut_last = None
+        for match in _PIECE_BOUNDARY.finditer(text, max(first.start(), end - _EDGE_WINDOW), end - 1):
+            cut_last = match.start()
+        if cut_last is None:
             return None
-        cut_first, cut_last = first.start(), last.start()
+        cut_first = first.start()
         inner = context.tokens - self.piece_tokens(text[start:cut_first]) - self.piece_tokens(text[cut_last:end])
         return self.piece_tokens(text[:cut_first]) + inner + self.piece_tokens(text[cut_last:])
 

@@ -137,7 +137,7 @@ def test_a_locality_violation_found_by_verification_regenerates_with_whole_count
     tokenizer = load_tokenizer(llama3_tokenizer, False, None)  # the object build_dataset uses
     monkeypatch.setitem(_tokenizer._STATES, id(tokenizer), (tokenizer, _tokenizer._TokenizerState()))
     state = _tokenizer._state_of(tokenizer)
-    state.pieces[" grass"] = 40  # a wrong count for a piece every noise haystack contains
+    state.regex_pieces[" grass"] = 40  # a wrong count for a piece every noise haystack contains
     poisoned = build_dataset("niah_single_1", 1024, options)
     assert poisoned.info["piecewise_counting"] is False
     assert poisoned.docs == honest.docs

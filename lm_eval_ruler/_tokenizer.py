@@ -19,6 +19,8 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any, Literal
 
+import numpy as np
+
 from .errors import ConfigurationError, TokenizerError
 
 RenderMode = Literal["raw", "chat"]
@@ -42,16 +44,98 @@ _PIECE_BOUNDARY = re.compile(
 )
 #: A space that is not between two non-spaces: such a text is not cut at every space.
 _LOOSE_SPACE = re.compile(r" (?!\S)|(?<!\S) ")
-_ASCII_LOOSE_SPACES = ("  ", " \n", "\n ", " \t", "\t ", " \r", "\r ", " \x0b", "\x0b ", " \x0c", "\x0c ")
+#: ASCII whitespace other than space and newline (``re``'s ``\s`` includes \x1c-\x1f).
+_RARE_ASCII_SPACE = re.compile(r"[\t\r\x0b\x0c\x1c-\x1f]")
 
 
 def _spaces_are_boundaries(text: str) -> bool:
     """Every space of ``text`` sits between two non-spaces (string tests for ASCII, the regex otherwise)."""
     if not text or text[0] == " " or text[-1] == " ":
         return False
+    if "  " in text or " \n" in text or "\n " in text:
+        return False
     if text.isascii():
-        return not any(pair in text for pair in _ASCII_LOOSE_SPACES)
+        return _RARE_ASCII_SPACE.search(text) is None
     return _LOOSE_SPACE.search(text) is None
+
+
+def _ascii_classes() -> dict[str, np.ndarray]:
+    """Per-byte character classes for the vectorized cutter, taken from ``re`` itself so they agree with the regex."""
+    chars = [chr(code) for code in range(128)]
+
+    def table(pattern: str) -> np.ndarray:
+        compiled = re.compile(pattern)
+        return np.array([bool(compiled.fullmatch(c)) for c in chars] + [False] * 128)
+
+    classes = {
+        "nonspace": table(r"\S"),
+        "letter": table(r"[^\W\d_]"),
+        "digit": table(r"\d"),
+        "alnum": table(r"[^\W_]"),
+        "punct": table(r"[^\w\s]"),
+        "space": table(" "),
+        "newline": table("\n"),
+        "hyphen": table("-"),
+    }
+    for flags in classes.values():
+        flags[0] = False  # the separator between texts: like the end of a string, it satisfies no lookaround
+    return classes
+
+
+_CLASSES = _ascii_classes()
+
+
+def cut_pieces(texts: Sequence[str]) -> tuple[list[str], np.ndarray]:
+    """The non-empty pieces of ``_PIECE_BOUNDARY.split`` of every text, and for each piece its text's index.
+
+    ASCII texts are cut together with numpy from per-character classes (the
+    regex's lookarounds cost a fifth of a microsecond per character); other
+    texts go through the regex.
+    """
+    plain = [index for index, text in enumerate(texts) if text.isascii() and "\0" not in text]
+    pieces, owners = _cut_ascii([texts[index] for index in plain])
+    owners = np.asarray(plain, dtype=np.int64)[owners] if plain else owners
+    if len(plain) == len(texts):
+        return pieces, owners
+    chosen = set(plain)
+    extra_pieces: list[str] = []
+    extra_owners: list[int] = []
+    for index, text in enumerate(texts):
+        if index not in chosen:
+            split = [piece for piece in _PIECE_BOUNDARY.split(text) if piece]
+            extra_pieces += split
+            extra_owners += [index] * len(split)
+    return pieces + extra_pieces, np.concatenate((owners, np.array(extra_owners, dtype=np.int64)))
+
+
+def _cut_ascii(texts: Sequence[str]) -> tuple[list[str], np.ndarray]:
+    joined = "\0".join(texts)
+    if not joined.strip("\0"):
+        return [], np.zeros(0, dtype=np.int64)
+    codes = np.frombuffer(joined.encode("ascii"), dtype=np.uint8)
+    c = {name: flags[codes] for name, flags in _CLASSES.items()}
+    before, after = slice(None, -1), slice(1, None)  # chars p-1 and p for boundary positions p = 1..n-1
+    boundary = (
+        (c["letter"][before] & c["digit"][after])
+        | (c["digit"][before] & c["letter"][after])
+        | (c["alnum"][before] & c["hyphen"][after])
+        | (c["hyphen"][before] & c["digit"][after])
+        | (c["digit"][before] & c["punct"][after])
+    )
+    # Space rule: s[p-1] non-space, s[p] == " ", s[p+1] non-space.
+    boundary[:-1] |= c["nonspace"][:-2] & c["space"][1:-1] & c["nonspace"][2:]
+    # Newline rule: s[p-2] non-space, s[p-1] == "\n", s[p] non-space.
+    boundary[1:] |= c["nonspace"][:-2] & c["newline"][1:-1] & c["nonspace"][2:]
+    separators = codes == 0
+    boundary |= separators[before] | separators[after]
+    starts = np.concatenate(([0], np.flatnonzero(boundary) + 1))
+    ends = np.concatenate((starts[1:], [len(codes)]))
+    keep = ~separators[starts]
+    starts, ends = starts[keep], ends[keep]
+    # An empty text has no piece here (the regex gives it one empty piece): either way it counts 0 tokens.
+    return [joined[a:b] for a, b in zip(starts.tolist(), ends.tolist())], np.cumsum(separators)[starts]
+
+
 #: After the first prompts of a process, whole-prompt verification is
 #: rationed to about this fraction of the tokens counted piece-wise: a safety
 #: net against a tokenizer for which the locality probe passed but real
@@ -118,6 +202,8 @@ def _state_of(tokenizer: Any) -> _TokenizerState:
 
 class LocalityViolation(RuntimeError):
     """Piece-wise and whole-prompt counts disagreed; generation restarts with whole counting."""
+
+
 _TOKENIZER_KEYS = ("tokenizer", "pretrained", "model")
 
 
@@ -322,17 +408,18 @@ class PromptCounter:
         return [memo[text] if entry is None else memo[entry[0]] + sum(map(lookup, entry[1])) for text, entry in zip(texts, plan)]
 
     def _regex_piece_sums(self, texts: Sequence[str]) -> list[int]:
-        """Sum of token counts of each text's regex pieces, tokenizing unseen pieces in one batch."""
-        split = [_PIECE_BOUNDARY.split(text) for text in texts]
+        """Sum of token counts of each text's pieces, tokenizing unseen pieces in one batch."""
+        pieces, owners = cut_pieces(texts)
         counts = self._state.regex_pieces
-        missing = {piece for pieces in split for piece in pieces if piece not in counts}
+        missing = {piece for piece in pieces if piece not in counts}
         if missing:
             if len(counts) + len(missing) > _MEMO_LIMIT:
                 counts.clear()
-                missing = {piece for pieces in split for piece in pieces}
+                missing = set(pieces)
             unseen = list(missing)
             counts.update(zip(unseen, self._encode_many(unseen)))
-        return [sum(map(counts.__getitem__, pieces)) for pieces in split]
+        weights = np.fromiter(map(counts.__getitem__, pieces), dtype=np.int64, count=len(pieces))
+        return np.bincount(owners, weights=weights, minlength=len(texts)).astype(np.int64).tolist()
 
     def join(self, items: Sequence[str], separator: str) -> CountedText:
         """``separator.join(items)`` with its piece count summed from per-item memos.

@@ -141,3 +141,16 @@ def test_a_locality_violation_found_by_verification_regenerates_with_whole_count
     poisoned = build_dataset("niah_single_1", 1024, options)
     assert poisoned.info["piecewise_counting"] is False
     assert poisoned.docs == honest.docs
+
+
+@settings(max_examples=500, deadline=None)
+@given(texts=st.lists(st.text(alphabet="ab Z9-._:\n\t\x1c é1", max_size=14), min_size=1, max_size=6))
+def test_vectorized_cutter_equals_the_boundary_regex(texts):
+    """The numpy cutter (ASCII texts, batched) gives exactly the regex's pieces, text by text."""
+    from lm_eval_ruler._tokenizer import _PIECE_BOUNDARY, cut_pieces
+
+    pieces, owners = cut_pieces(texts)
+    cut = [[] for _ in texts]
+    for piece, owner in zip(pieces, owners.tolist()):
+        cut[owner].append(piece)
+    assert cut == [[piece for piece in _PIECE_BOUNDARY.split(text) if piece] for text in texts]

@@ -110,7 +110,7 @@ def test_manifest_is_complete_and_matches_what_the_child_used(sharded: dict[str,
         assert manifest["seeds"]["ruler_seed"] == 42 and manifest["profile"] == "reference"
         assert manifest["tokenizer_fingerprint"]
         assert set(manifest["cache_keys"]) == set(TASKS) == set(manifest["prompt_tokens"])
-        assert all(set(stats) == {"min", "median", "max"} for stats in manifest["prompt_tokens"].values())
+        assert all(set(stats) == {"min", "median", "max", "total"} for stats in manifest["prompt_tokens"].values())
         tokens = manifest["length_tokens"]
         # The default "tight" policy serves exactly the longest generated prompt + answer.
         assert manifest["window"]["longest_prompt_plus_answer"] == manifest["window"]["served"] <= tokens

@@ -143,6 +143,8 @@ def _cut_ascii(texts: Sequence[str]) -> tuple[list[str], np.ndarray]:
 VERIFY_FIRST = 3
 VERIFY_FRACTION = 1 / 256
 _MEMO_LIMIT = 400_000
+#: Texts longer than this are not memo keys (a fallback count of a whole prompt must not be kept).
+_MEMO_TEXT_LIMIT = 4096
 #: How far into a context the first and last stable piece boundaries are looked for.
 _EDGE_WINDOW = 512
 
@@ -378,11 +380,15 @@ class PromptCounter:
         its first word and each following word with its space are memo keys.
         """
         memo, words = self._state.pieces, self._state.words
-        plan: list[tuple[str, list[str]] | None] = []
+        plan: list[tuple[str, list[str]] | int | None] = []
         unseen_plain: set[str] = set()
         unseen_spaced: set[str] = set()
         for text in texts:
             if not _spaces_are_boundaries(text):
+                if len(text) > _MEMO_TEXT_LIMIT:
+                    # A whole prompt that cannot be cut at its spaces: counted, never kept in the memo.
+                    plan.append(self._regex_piece_sums([text])[0])
+                    continue
                 plan.append(None)
                 if text not in memo:
                     unseen_plain.add(text)
@@ -405,7 +411,10 @@ class PromptCounter:
             memo.update(zip(plain, counts))
             words.update(zip(spaced, counts[len(plain) :]))
         lookup = words.__getitem__
-        return [memo[text] if entry is None else memo[entry[0]] + sum(map(lookup, entry[1])) for text, entry in zip(texts, plan)]
+        return [
+            memo[text] if entry is None else entry if isinstance(entry, int) else memo[entry[0]] + sum(map(lookup, entry[1]))
+            for text, entry in zip(texts, plan)
+        ]
 
     def _regex_piece_sums(self, texts: Sequence[str]) -> list[int]:
         """Sum of token counts of each text's pieces, tokenizing unseen pieces in one batch."""

@@ -78,17 +78,18 @@ class DatasetCache:
     def store(self, key: str, docs: list[dict[str, Any]], info: dict[str, Any]) -> Path:
         path = self._path(key)
         path.parent.mkdir(parents=True, exist_ok=True)
-        lines = [json.dumps(doc, ensure_ascii=False) + "\n" for doc in docs]
+        # Two passes (hash, then write) instead of holding every serialized doc: at 128K the docs
+        # alone are hundreds of megabytes.
         digest = hashlib.sha256()
-        for line in lines:
-            digest.update(line.encode())
+        for doc in docs:
+            digest.update((json.dumps(doc, ensure_ascii=False) + "\n").encode())
         header = {"format": FORMAT, "key": key, "count": len(docs), "sha256": digest.hexdigest(), "info": info}
         fd, temp = tempfile.mkstemp(dir=path.parent, prefix=f".{key[:16]}.", suffix=".tmp")
         try:
             with os.fdopen(fd, "wb") as raw, gzip.GzipFile(fileobj=raw, mode="wb", compresslevel=1, mtime=0) as handle:
                 handle.write((json.dumps(header, ensure_ascii=False) + "\n").encode())
-                for line in lines:
-                    handle.write(line.encode())
+                for doc in docs:
+                    handle.write((json.dumps(doc, ensure_ascii=False) + "\n").encode())
             os.replace(temp, path)
         except BaseException:
             Path(temp).unlink(missing_ok=True)

@@ -204,17 +204,21 @@ def sentence_splitter() -> SentenceSplitter:
 #: the token before and the token after it, so sentences that end this far
 #: before the cut are the same in the prefix as in the whole text.
 _RESPLIT_SENTENCES = 3
+#: Words split at a time (doubled as needed) and the margin past a prefix's cut that a split covers.
+_SPLIT_UNIT = 4096
+_SPLIT_MARGIN = 2048
 
 
 class EssaySentences:
-    """Sentences of every word prefix of the essay text, from one Punkt pass.
+    """Sentences of every word prefix of the essay text, from few Punkt passes.
 
     RULER splits the first N words of the essays into sentences for every
     probe and sample; N changes throughout the size search, and each split of
-    a 128K-token prefix takes half a second. The whole text is split once
-    here; a prefix keeps the sentences that end well before its cut and
-    re-splits only its last few sentences, giving exactly Punkt's result for
-    the prefix (a property test checks it against direct splitting).
+    a 128K-token prefix takes half a second. Here a longer prefix (N plus a
+    margin, rounded up to a power of two) is split once and shared by every
+    N it covers; a prefix keeps the sentences that end well before its cut
+    and re-splits only its last few sentences, giving exactly Punkt's result
+    for the prefix (a property test checks it against direct splitting).
     """
 
     def __init__(self, corpus: EssayCorpus, splitter: SentenceSplitter) -> None:
@@ -222,17 +226,20 @@ class EssaySentences:
         self._splitter = splitter
         self._splits: dict[int, tuple[str, list[int], list[int]]] = {}
 
-    def _split_copies(self, copies: int) -> tuple[str, list[int], list[int]]:
-        if copies not in self._splits:
-            text = " ".join(self._corpus.words * copies).lstrip()
+    def _split_prefix(self, num_words: int) -> tuple[str, list[int], list[int]]:
+        """The split of the first ``num_words + margin`` words, rounded up so that few splits serve all sizes."""
+        words = _SPLIT_UNIT
+        while words < num_words + _SPLIT_MARGIN:
+            words *= 2
+        if words not in self._splits:
+            text = self._corpus.text(words).lstrip()
             spans = list(self._splitter.tokenizer.span_tokenize(text))
-            self._splits[copies] = (text, [start for start, _ in spans], [end for _, end in spans])
-        return self._splits[copies]
+            self._splits[words] = (text, [start for start, _ in spans], [end for _, end in spans])
+        return self._splits[words]
 
     def sentences(self, num_words: int) -> list[str]:
         prefix = self._corpus.text(num_words).strip()
-        copies = max(1, -(-num_words // len(self._corpus.words)))
-        text, starts, ends = self._split_copies(copies)
+        text, starts, ends = self._split_prefix(num_words)
         complete = bisect.bisect_right(ends, len(prefix))
         keep = max(0, complete - _RESPLIT_SENTENCES)
         if keep == 0:

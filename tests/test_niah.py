@@ -211,7 +211,7 @@ def test_essay_prefix_sentences_equal_splitting_the_prefix(essay_sentences, data
 def test_essay_prefix_sentences_at_sentence_ends(essay_sentences):
     """Cuts just before, at and after sentence ends, where Punkt's decisions are most context-dependent."""
     corpus, splitter, index = essay_sentences
-    text, _, ends = index._split_copies(1)
+    text, _, ends = index._split_prefix(len(corpus.words))
     for end in random.Random(3).sample(ends[:4000], 40):
         word = text[:end].count(" ") + 1
         for num_words in (word - 1, word, word + 1):

@@ -1,16 +1,21 @@
 """Generated datasets on disk, keyed by everything that determines them.
 
-A cache entry is one gzip'd JSON-lines file: a header line (key, build info,
-doc count, sha256 of the body) followed by one doc per line. It is written to
-a temporary file and atomically renamed, so readers never see a partial
-entry and concurrent writers of the same key each leave a complete one; on
-read the body hash is checked and a bad entry is deleted and regenerated.
-Plain JSON, never pickle: a cache file must not be able to run code.
+A cache entry is one file: a JSON header line (key, doc count, build info),
+then per doc a JSON line holding its small fields and the byte lengths of its
+long text fields, each of which follows as raw UTF-8, and a JSON trailer line
+with the doc count and the sha256 of everything between header and trailer. Long
+texts are stored raw because a 128K prompt is hundreds of kilobytes with a
+newline every sentence: escaping them as JSON strings, or compressing them,
+made a 128K x 500 load take three seconds instead of under one. It is
+written to a temporary file and atomically renamed, so readers never see a
+partial entry and concurrent writers of the same key each leave a complete
+one; on read the trailer is checked and a bad entry is deleted and
+regenerated. JSON and text, never pickle: a cache file must not be able to
+run code.
 """
 
 from __future__ import annotations
 
-import gzip
 import hashlib
 import json
 import logging
@@ -19,12 +24,17 @@ import tempfile
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, BinaryIO
 
 from .errors import CacheError
 
 logger = logging.getLogger(__name__)
-FORMAT = 1
+FORMAT = 2
+SUFFIX = ".ruler"
+#: String fields at least this long are stored raw after their doc's line.
+_RAW_MIN_CHARS = 1024
+_RAW_FIELDS = "__raw__"
+_TRAILER = "__end__"
 
 
 def cache_key(determinants: dict[str, Any]) -> str:
@@ -40,6 +50,53 @@ class CacheEntry:
     size: int
 
 
+class _InvalidEntry(ValueError):
+    pass
+
+
+def _json_line(value: Any) -> bytes:
+    return (json.dumps(value, ensure_ascii=False) + "\n").encode()
+
+
+def _encode_doc(doc: dict[str, Any]) -> Iterator[bytes]:
+    """A doc's line (long texts as nulls, keeping the field order) and its raw text blocks."""
+    raw = {name: value.encode() for name, value in doc.items() if isinstance(value, str) and len(value) >= _RAW_MIN_CHARS}
+    if not raw:
+        yield _json_line(doc)
+        return
+    line = {name: None if name in raw else value for name, value in doc.items()}
+    line[_RAW_FIELDS] = [[name, len(block)] for name, block in raw.items()]
+    yield _json_line(line)
+    for block in raw.values():
+        yield block + b"\n"
+
+
+def _read_docs(handle: BinaryIO, count: int | None) -> list[dict[str, Any]]:
+    """Docs up to the trailer, checked against it and the header's count; ``ValueError`` when damaged."""
+    digest = hashlib.sha256()
+    docs = []
+    while True:
+        line = handle.readline()
+        if not line.endswith(b"\n"):
+            raise _InvalidEntry("truncated")
+        doc = json.loads(line)
+        if not isinstance(doc, dict):
+            raise _InvalidEntry("not a doc")
+        if _TRAILER in doc:
+            end = doc[_TRAILER]
+            if end != {"count": count, "sha256": digest.hexdigest()} or len(docs) != count or handle.read(1):
+                raise _InvalidEntry("failed verification")
+            return docs
+        digest.update(line)
+        for name, size in doc.pop(_RAW_FIELDS, []):
+            block = handle.read(size + 1)
+            if len(block) != size + 1 or block[-1:] != b"\n":
+                raise _InvalidEntry("truncated")
+            digest.update(block)
+            doc[name] = block[:-1].decode()
+        docs.append(doc)
+
+
 class DatasetCache:
     """Directory of generated datasets (``<cache>/datasets``)."""
 
@@ -47,49 +104,37 @@ class DatasetCache:
         self.root = root
 
     def _path(self, key: str) -> Path:
-        return self.root / key[:2] / f"{key}.jsonl.gz"
+        return self.root / key[:2] / f"{key}{SUFFIX}"
 
     def load(self, key: str) -> tuple[list[dict[str, Any]], dict[str, Any]] | None:
         """Docs and build info for ``key``, or None when absent or invalid (then removed)."""
         path = self._path(key)
         try:
-            with gzip.open(path, "rt", encoding="utf-8") as handle:
+            with path.open("rb") as handle:
                 header = json.loads(handle.readline())
-                digest = hashlib.sha256()
-                docs = []
-                for line in handle:
-                    digest.update(line.encode())
-                    docs.append(json.loads(line))
+                if not isinstance(header, dict) or header.get("format") != FORMAT or header.get("key") != key:
+                    raise _InvalidEntry("failed verification")
+                docs = _read_docs(handle, header.get("count"))
         except FileNotFoundError:
             return None
-        except (OSError, EOFError, ValueError) as exc:
-            self._discard(path, f"unreadable ({exc})")
-            return None
-        if (
-            header.get("format") != FORMAT
-            or header.get("key") != key
-            or header.get("count") != len(docs)
-            or header.get("sha256") != digest.hexdigest()
-        ):
-            self._discard(path, "failed verification")
+        except (OSError, ValueError, TypeError) as exc:
+            self._discard(path, f"unreadable or damaged ({exc})")
             return None
         return docs, header["info"]
 
     def store(self, key: str, docs: list[dict[str, Any]], info: dict[str, Any]) -> Path:
         path = self._path(key)
         path.parent.mkdir(parents=True, exist_ok=True)
-        # Two passes (hash, then write) instead of holding every serialized doc: at 128K the docs
-        # alone are hundreds of megabytes.
-        digest = hashlib.sha256()
-        for doc in docs:
-            digest.update((json.dumps(doc, ensure_ascii=False) + "\n").encode())
-        header = {"format": FORMAT, "key": key, "count": len(docs), "sha256": digest.hexdigest(), "info": info}
         fd, temp = tempfile.mkstemp(dir=path.parent, prefix=f".{key[:16]}.", suffix=".tmp")
         try:
-            with os.fdopen(fd, "wb") as raw, gzip.GzipFile(fileobj=raw, mode="wb", compresslevel=1, mtime=0) as handle:
-                handle.write((json.dumps(header, ensure_ascii=False) + "\n").encode())
+            with os.fdopen(fd, "wb") as handle:
+                handle.write(_json_line({"format": FORMAT, "key": key, "count": len(docs), "info": info}))
+                digest = hashlib.sha256()
                 for doc in docs:
-                    handle.write((json.dumps(doc, ensure_ascii=False) + "\n").encode())
+                    for block in _encode_doc(doc):
+                        digest.update(block)
+                        handle.write(block)
+                handle.write(_json_line({_TRAILER: {"count": len(docs), "sha256": digest.hexdigest()}}))
             os.replace(temp, path)
         except BaseException:
             Path(temp).unlink(missing_ok=True)
@@ -117,17 +162,18 @@ class DatasetCache:
         return key if len(key) == 64 and all(c in "0123456789abcdef" for c in key) else None
 
     def entries(self) -> Iterator[CacheEntry]:
-        for path in sorted(self.root.glob("*/*.jsonl.gz")):
+        for path in sorted(self.root.glob(f"*/*{SUFFIX}")):
             try:
-                with gzip.open(path, "rt", encoding="utf-8") as handle:
+                with path.open("rb") as handle:
                     header = json.loads(handle.readline())
-            except (OSError, EOFError, ValueError) as exc:
+            except (OSError, ValueError) as exc:
                 raise CacheError(f"unreadable cache entry {path}: {exc}; remove it with `lm-eval-ruler cache clear`") from exc
             yield CacheEntry(header.get("key", path.stem), path, header.get("info", {}), header.get("count", 0), path.stat().st_size)
 
     def clear(self) -> int:
         removed = 0
-        for path in self.root.glob("*/*.jsonl.gz"):
+        # *.jsonl.gz: entries of cache format 1, which nothing reads any more.
+        for path in [*self.root.glob(f"*/*{SUFFIX}"), *self.root.glob("*/*.jsonl.gz")]:
             path.unlink(missing_ok=True)
             removed += 1
         for leftover in [*self.root.glob("*/.*.tmp"), *self.root.glob("aliases/*")]:

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import gzip
 import json
 import multiprocessing
 from pathlib import Path
@@ -161,16 +160,23 @@ def test_cache_round_trip_and_key_changes(llama3_tokenizer, cache_dir):
 
 def test_corrupt_cache_entry_is_regenerated(llama3_tokenizer, cache_dir):
     first = build_dataset("niah_single_1", 4096, _options(llama3_tokenizer))
-    [path] = list((cache_dir / "datasets").glob("*/*.jsonl.gz"))
-    with gzip.open(path, "rt") as handle:
-        lines = handle.readlines()
-    lines[2] = lines[2].replace('"index": 1', '"index": 9')
-    with gzip.open(path, "wt") as handle:
-        handle.writelines(lines)
-    again = build_dataset("niah_single_1", 4096, _options(llama3_tokenizer))
-    assert not again.from_cache and again.docs == first.docs
-    path.write_bytes(b"not gzip")
-    assert not build_dataset("niah_single_1", 4096, _options(llama3_tokenizer)).from_cache
+    [path] = list((cache_dir / "datasets").glob("*/*.ruler"))
+    intact = path.read_bytes()
+    needle = first.docs[1]["outputs"][0].encode()
+    damaged = [
+        intact.replace(b'"index": 1,', b'"index": 9,'),  # a doc's small fields
+        intact.replace(needle, b"0" * len(needle), 1),  # a raw prompt text, same length
+        intact[: len(intact) // 2],  # truncated
+        intact.rsplit(b"\n", 2)[0] + b"\n",  # trailer lost
+        intact + b"extra",
+        b"not a cache entry",
+    ]
+    for bad in damaged:
+        assert bad != intact
+        path.write_bytes(bad)
+        again = build_dataset("niah_single_1", 4096, _options(llama3_tokenizer))
+        assert not again.from_cache and again.docs == first.docs
+        assert path.read_bytes() == intact
 
 
 def _store(args: tuple[str, int]) -> None:
@@ -184,15 +190,31 @@ def test_concurrent_writers_leave_one_valid_entry(tmp_path: Path):
     cache = DatasetCache(tmp_path)
     docs, info = cache.load("ab" * 32)
     assert len(docs) == 2000 and info == {"task": "x"}
-    assert [p.name for p in tmp_path.rglob("*") if p.is_file()] == [f"{'ab' * 32}.jsonl.gz"]
+    assert [p.name for p in tmp_path.rglob("*") if p.is_file()] == [f"{'ab' * 32}.ruler"]
+
+
+def test_cache_round_trips_long_texts_raw_in_field_order(tmp_path: Path):
+    long_text = "First line.\nÜber naïve 東京 text, \"quoted\" {braces}\n" * 200 + "\n"
+    docs = [
+        {"index": 0, "input": long_text, "gen_prefix": "Answer:", "outputs": ["1"], "note": "x" * 1023},
+        {"index": 1, "outputs": [], "input": "", "other": long_text[::-1], "nested": {"a": [1, 2.5, None]}},
+    ]
+    cache = DatasetCache(tmp_path)
+    path = cache.store("cd" * 32, docs, {"task": "t"})
+    assert long_text.encode() in path.read_bytes()  # stored raw, not escaped
+    loaded, info = cache.load("cd" * 32)
+    assert info == {"task": "t"}
+    assert [json.dumps(doc, ensure_ascii=False) for doc in loaded] == [json.dumps(doc, ensure_ascii=False) for doc in docs]
 
 
 def test_cache_never_uses_pickle(llama3_tokenizer, cache_dir):
     build_dataset("niah_single_1", 4096, _options(llama3_tokenizer))
-    [path] = list((cache_dir / "datasets").glob("*/*.jsonl.gz"))
-    with gzip.open(path, "rt") as handle:
+    [path] = list((cache_dir / "datasets").glob("*/*.ruler"))
+    with path.open("rb") as handle:
         header = json.loads(handle.readline())
+        lines = handle.read().split(b"\n")
     assert header["count"] == 3 and header["info"]["task"] == "niah_single_1"
+    assert json.loads(lines[-2])["__end__"]["count"] == 3
 
 
 def test_cache_hits_skip_the_tokenizer_and_each_determinant_changes_the_key(llama3_tokenizer, cache_dir, tmp_path, monkeypatch):

@@ -8,6 +8,7 @@ results can say exactly which data they were computed on.
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import importlib
 import statistics
@@ -236,12 +237,19 @@ def _tokenizer_files_digest(name: str, revision: str | None) -> str | None:
     digest = hashlib.sha256()
     try:
         for path in sorted(directory.iterdir()):
-            if not path.is_file() or path.suffix in _WEIGHT_SUFFIXES or path.stat().st_size > _MAX_TOKENIZER_FILE:
+            stat = path.stat()
+            if not path.is_file() or path.suffix in _WEIGHT_SUFFIXES or stat.st_size > _MAX_TOKENIZER_FILE:
                 continue
-            digest.update(path.name.encode() + b"\0" + hashlib.sha256(path.read_bytes()).digest())
+            digest.update(path.name.encode() + b"\0" + _file_digest(str(path), stat.st_size, stat.st_mtime_ns))
     except OSError:
         return None
     return digest.hexdigest()
+
+
+@functools.lru_cache(maxsize=64)
+def _file_digest(path: str, size: int, mtime_ns: int) -> bytes:
+    """A file's sha256, hashed once per process while its size and mtime stay the same (a tokenizer.json is ~9 MB)."""
+    return hashlib.sha256(Path(path).read_bytes()).digest()
 
 
 def _data_fingerprints(family: str, params: Any, options: DatasetOptions, splitter: Callable[[], str]) -> dict[str, Any]:

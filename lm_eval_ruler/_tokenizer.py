@@ -15,6 +15,7 @@ import hashlib
 import json
 import logging
 import re
+import weakref
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any, Literal
@@ -186,7 +187,8 @@ class _TokenizerState:
         return self.verified_prompts < VERIFY_FIRST or self.verified_tokens < self.counted_tokens * VERIFY_FRACTION
 
 
-_STATES: dict[int, tuple[Any, _TokenizerState]] = {}
+#: Keyed weakly, so that a test session's many tokenizers are not kept alive by their memos.
+_STATES: weakref.WeakKeyDictionary[Any, _TokenizerState] = weakref.WeakKeyDictionary()
 
 
 def _clean(item: str) -> bool:
@@ -195,11 +197,13 @@ def _clean(item: str) -> bool:
 
 
 def _state_of(tokenizer: Any) -> _TokenizerState:
-    entry = _STATES.get(id(tokenizer))
-    if entry is None or entry[0] is not tokenizer:
-        entry = (tokenizer, _TokenizerState())
-        _STATES[id(tokenizer)] = entry
-    return entry[1]
+    try:
+        state = _STATES.get(tokenizer)
+        if state is None:
+            state = _STATES[tokenizer] = _TokenizerState()
+        return state
+    except TypeError:  # not weakly referenceable or not hashable: a private state
+        return _TokenizerState()
 
 
 class LocalityViolation(RuntimeError):

@@ -135,6 +135,7 @@ def _cache(args: argparse.Namespace) -> int:
 def _generate(args: argparse.Namespace) -> int:
     from tqdm import tqdm
 
+    from . import sources
     from ._dataset import DatasetOptions
     from ._tasks import TASKS, parse_length
     from .errors import ConfigurationError
@@ -145,8 +146,9 @@ def _generate(args: argparse.Namespace) -> int:
     data_files = []
     for entry in args.data_file:
         name, sep, path = entry.partition("=")
-        if not sep or name not in ("essays", "squad", "hotpotqa"):
-            raise ConfigurationError(f"--data-file expects essays=PATH, squad=PATH or hotpotqa=PATH, got {entry!r}")
+        if not sep or name not in sources.SOURCES:
+            names = ", ".join(f"{source}=PATH" for source in sources.SOURCES)
+            raise ConfigurationError(f"--data-file expects one of {names}, got {entry!r}")
         data_files.append((name, path))
     if args.jobs < 1:
         raise ConfigurationError(f"--jobs must be at least 1, got {args.jobs}")

@@ -20,6 +20,7 @@ from ._tasks import CUSTOM_LENGTH_KEY, parse_length, task_spec
 from ._tokenizer import PromptCounter, RenderMode, RenderSettings, load_tokenizer, resolve_tokenizer_name
 from .errors import BudgetError, ConfigurationError
 from .metrics import score_sample
+from .sources import SOURCES
 
 logger = logging.getLogger(__name__)
 
@@ -39,7 +40,7 @@ OPTION_KEYS = {
     "ruler_squad_file": "use this SQuAD 2.0 dev JSON instead of the pinned download",
     "ruler_hotpotqa_file": "use this HotpotQA dev-distractor JSON instead of the pinned download",
 }
-_DATA_FILE_KEYS = {"essays": "ruler_essays_file", "squad": "ruler_squad_file", "hotpotqa": "ruler_hotpotqa_file"}
+_DATA_FILE_KEYS = {name: f"ruler_{name}_file" for name in SOURCES}
 _WINDOW_CONFIG_ATTRS = ("max_position_embeddings", "n_positions", "n_ctx", "seq_length")
 
 

@@ -135,7 +135,7 @@ def test_a_locality_violation_found_by_verification_regenerates_with_whole_count
     options = DatasetOptions(tokenizer=llama3_tokenizer, num_samples=4, use_cache=False, render_modes=("raw",))
     honest = build_dataset("niah_single_1", 1024, options)
     tokenizer = load_tokenizer(llama3_tokenizer, False, None)  # the object build_dataset uses
-    monkeypatch.setitem(_tokenizer._STATES, id(tokenizer), (tokenizer, _tokenizer._TokenizerState()))
+    monkeypatch.setitem(_tokenizer._STATES, tokenizer, _tokenizer._TokenizerState())
     state = _tokenizer._state_of(tokenizer)
     state.regex_pieces[" grass"] = 40  # a wrong count for a piece every noise haystack contains
     poisoned = build_dataset("niah_single_1", 1024, options)

@@ -293,54 +293,74 @@ class ChildRun:
     timed_out: bool
 
 
-def run_measured(argv: list[str], env: dict[str, str], cwd: Path, timeout: float, log: Path) -> ChildRun:
-    """Run one child to completion and measure it with ``os.wait4``.
-
-    The child leads its own process group so a timeout can kill it (and only
-    it, with anything it started) by its id. ``ru_maxrss`` from ``wait4``
-    covers the child and the descendants it waited for.
-    """
-    with open(log.with_suffix(".out"), "wb") as out, open(log.with_suffix(".err"), "wb") as err:
-        started = time.perf_counter()
-        proc = subprocess.Popen(argv, env=env, cwd=cwd, stdout=out, stderr=err, stdin=subprocess.DEVNULL, start_new_session=True)
-        timed_out = threading.Event()
-        reaped = threading.Event()
-
-        def kill() -> None:
-            if reaped.is_set():
-                return
-            timed_out.set()
-            try:
-                os.killpg(proc.pid, signal.SIGKILL)
-            except ProcessLookupError:
-                pass
-
-        timer = threading.Timer(timeout, kill)
-        timer.daemon = True
-        timer.start()
+#: Runs one child and prints its ``os.wait4`` numbers as JSON. Children start from this small
+#: interpreter rather than from the benchmark itself: Linux starts a child's peak RSS at the
+#: high-water mark of the address space it was forked from (exec records it), so a child of the
+#: benchmark, which holds a tokenizer and prompts, would report at least the benchmark's own size.
+_MEASURER = r"""
+import json, os, subprocess, sys, time
+out, err, argv = sys.argv[1], sys.argv[2], sys.argv[3:]
+with open(out, "wb") as o, open(err, "wb") as e:
+    started = time.perf_counter()
+    proc = subprocess.Popen(argv, stdout=o, stderr=e, stdin=subprocess.DEVNULL)
+    while True:
         try:
-            while True:
-                try:
-                    _, status, usage = os.wait4(proc.pid, 0)
-                    break
-                except InterruptedError:
-                    continue
-        except BaseException:
-            kill()  # Ctrl-C: do not leave the child running
-            os.waitpid(proc.pid, 0)
-            proc.returncode = -1
-            raise
-        finally:
-            reaped.set()
-            timer.cancel()
-        wall = time.perf_counter() - started
-    proc.returncode = os.waitstatus_to_exitcode(status)
+            _, status, usage = os.wait4(proc.pid, 0)
+            break
+        except InterruptedError:
+            continue
+    wall = time.perf_counter() - started
+print(json.dumps({"status": status, "wall": wall, "cpu": usage.ru_utime + usage.ru_stime, "maxrss_kb": usage.ru_maxrss}))
+"""
+
+
+def run_measured(argv: list[str], env: dict[str, str], cwd: Path, timeout: float, log: Path) -> ChildRun:
+    """Run one child to completion through ``_MEASURER`` and return its wall time, CPU time and peak RSS.
+
+    The measurer leads its own process group, so a timeout or Ctrl-C kills
+    it and the child (with anything the child started) by its id.
+    ``ru_maxrss`` covers the child and the descendants it waited for.
+    """
+    measurer = [sys.executable, "-I", "-S", "-c", _MEASURER, str(log.with_suffix(".out")), str(log.with_suffix(".err"))]
+    started = time.perf_counter()
+    proc = subprocess.Popen(
+        measurer + argv, env=env, cwd=cwd, stdout=subprocess.PIPE, stdin=subprocess.DEVNULL, start_new_session=True
+    )
+    timed_out = threading.Event()
+    reaped = threading.Event()
+
+    def kill() -> None:
+        if reaped.is_set():
+            return
+        timed_out.set()
+        try:
+            os.killpg(proc.pid, signal.SIGKILL)
+        except ProcessLookupError:
+            pass
+
+    timer = threading.Timer(timeout, kill)
+    timer.daemon = True
+    timer.start()
+    try:
+        report, _ = proc.communicate()
+    except BaseException:
+        kill()  # Ctrl-C: do not leave the child running
+        proc.wait()
+        raise
+    finally:
+        reaped.set()
+        timer.cancel()
+    try:
+        numbers = json.loads(report)
+    except ValueError:  # the measurer was killed (timeout): only the wall time is known
+        return ChildRun(None, signal.SIGKILL, time.perf_counter() - started, 0.0, 0.0, timed_out.is_set())
+    status = numbers["status"]
     return ChildRun(
         exit_code=os.WEXITSTATUS(status) if os.WIFEXITED(status) else None,
         signal=os.WTERMSIG(status) if os.WIFSIGNALED(status) else None,
-        wall_seconds=wall,
-        cpu_seconds=usage.ru_utime + usage.ru_stime,
-        peak_rss_mb=usage.ru_maxrss / 1024.0,  # Linux reports KiB
+        wall_seconds=numbers["wall"],
+        cpu_seconds=numbers["cpu"],
+        peak_rss_mb=numbers["maxrss_kb"] / 1024.0,  # Linux reports KiB
         timed_out=timed_out.is_set(),
     )
 
@@ -993,20 +1013,20 @@ class SuiteRun:
 
 def cached_prompt_tokens(root: Path) -> int:
     """Prompt tokens of every dataset in a cache directory, from the entries' header lines."""
-    import gzip
-
     total = 0
-    for path in root.glob("*/*.jsonl.gz"):
-        with gzip.open(path, "rt", encoding="utf-8") as handle:
+    for path in root.glob("*/*.ruler"):  # the header line of each entry (lm_eval_ruler._cache)
+        with path.open("rb") as handle:
             total += int(json.loads(handle.readline())["info"]["prompt_tokens"]["total"])
     return total
 
 
-def run_suite(bench: Bench, tasks: list[str], samples: int) -> list[SuiteRun]:
-    """This plugin on the whole suite through its CLI: cold with 1 and 2 jobs, then from the cache."""
+def run_suite(bench: Bench, tasks: list[str], samples: int, jobs_list: list[int]) -> list[SuiteRun]:
+    """This plugin on the whole suite through its CLI: cold with each worker count, then from the last one's cache."""
     runs = []
     lengths = ",".join(name for name, _ in SUITE_LENGTHS)
-    for label, jobs, cache in (("cold, 1 job", 1, "suite-cache-1"), ("cold, 2 jobs", 2, "suite-cache-2"), ("cached", 1, "suite-cache-2")):
+    plan = [(f"cold, {jobs} job{'s' * (jobs > 1)}", jobs, f"suite-cache-{jobs}") for jobs in jobs_list]
+    plan.append(("cached", 1, plan[-1][2]))
+    for label, jobs, cache in plan:
         argv = [bench.python, "-m", "lm_eval_ruler.cli", "generate", "--tokenizer", bench.args.tokenizer,
                 "--tasks", ",".join(tasks), "--lengths", lengths, "--num-samples", str(samples),
                 "--jobs", str(jobs), "--cache-dir", str(bench.work / cache)]  # fmt: skip
@@ -1189,6 +1209,10 @@ def environment(bench: Bench) -> dict[str, Any]:
 # ---------------------------------------------------------------------------
 
 
+def _stop(signum: int, frame: Any) -> None:
+    raise KeyboardInterrupt
+
+
 def parse_extra(text: str) -> list[tuple[str, int, int]]:
     groups = []
     for item in filter(None, (part.strip() for part in text.split(","))):
@@ -1292,8 +1316,13 @@ def build_parser() -> argparse.ArgumentParser:
         type=int,
         default=0,
         help="also time this plugin on the whole standard suite (13 tasks x SAMPLES x 4k..128k; RULER uses 500) "
-        "with `lm-eval-ruler generate`, cold with 1 and 2 jobs and then cached, and extrapolate the references "
+        "with `lm-eval-ruler generate`, cold (see --suite-jobs) and then cached, and extrapolate the references "
         "from their cells (default: 0 = skip)",
+    )
+    parser.add_argument(
+        "--suite-jobs",
+        default="1,2",
+        help="worker counts of the cold suite runs, comma-separated (default: 1,2; each is a full cold run)",
     )
     parser.add_argument("--json", metavar="OUT", help="also write every cell's raw numbers, the setup and versions to OUT")
     parser.add_argument(
@@ -1342,17 +1371,28 @@ def main(argv: list[str] | None = None) -> int:
     if not groups:
         parser.error("no lengths: give --lengths and/or --extra")
 
+    try:
+        suite_jobs = [int(jobs) for jobs in args.suite_jobs.split(",") if jobs.strip()]
+    except ValueError:
+        suite_jobs = []
+    if not suite_jobs or min(suite_jobs) < 1:
+        parser.error(f"--suite-jobs takes positive worker counts such as 1,2, got {args.suite_jobs!r}")
     if args.suite and STARTUP_GROUP not in groups:
         groups.append(STARTUP_GROUP)
     bench = Bench(args)
     print(f"work dir: {bench.work}", file=sys.stderr, flush=True)
+    # A run started in the background ignores SIGINT, and `kill` sends SIGTERM: both stop the run
+    # and still print the report of the cells that finished.
+    for stop_signal in (signal.SIGINT, signal.SIGTERM):
+        signal.signal(stop_signal, _stop)
     suite_runs: list[SuiteRun] = []
     try:
         bench.run(groups, tasks, impls)
         if args.suite:
-            suite_runs = run_suite(bench, tasks, args.suite)
+            suite_runs = run_suite(bench, tasks, args.suite, suite_jobs)
     except KeyboardInterrupt:
         print("interrupted: reporting the cells finished so far", file=sys.stderr)
+        signal.signal(signal.SIGTERM, signal.SIG_DFL)
     report = render_report(bench, groups)
     if args.suite:
         report += "\n" + "\n".join(render_suite(bench, suite_runs, tasks, args.suite))

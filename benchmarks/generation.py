@@ -1012,9 +1012,13 @@ class SuiteRun:
 
 
 def cached_prompt_tokens(root: Path) -> int:
-    """Prompt tokens of every dataset in a cache directory, from the entries' header lines."""
+    """Prompt tokens of every dataset in a cache directory, from the entries' header lines.
+
+    Read here rather than through ``DatasetCache.entries``: this process must not import the
+    plugin it measures (the installed one may not be the repo's).
+    """
     total = 0
-    for path in root.glob("*/*.ruler"):  # the header line of each entry (lm_eval_ruler._cache)
+    for path in root.glob("*/*.ruler"):
         with path.open("rb") as handle:
             total += int(json.loads(handle.readline())["info"]["prompt_tokens"]["total"])
     return total
@@ -1047,15 +1051,24 @@ def run_suite(bench: Bench, tasks: list[str], samples: int, jobs_list: list[int]
     return runs
 
 
-def extrapolate_suite(bench: Bench, impl: str, tasks: list[str], samples: int) -> tuple[float | None, list[str], str]:
+@dataclass
+class SuiteEstimate:
+    """A reference's extrapolated whole-suite seconds; a lower bound when ``missing`` names left-out tasks."""
+
+    seconds: float | None
+    missing: list[str]
+    detail: str
+
+
+def extrapolate_suite(bench: Bench, impl: str, tasks: list[str], samples: int) -> SuiteEstimate:
     """A reference's whole-suite time from its cells: start-up from the 1-sample 4k cell, per-sample cost per length.
 
     Per-sample cost at 8k and 32k is interpolated linearly in length between the measured
     neighbours. NVIDIA's prepare.py starts one process per task and length, so it pays start-up
     each time; lm-eval builds every task in one process, so its start-up is counted once overall
     (favouring lm-eval: per-task fixed costs other than process start-up are dropped too).
-    Tasks with a missing or failed cell are left out and returned as reasons, so the estimate is
-    then a lower bound of the whole suite's time.
+    Tasks with a missing or failed cell are left out and named, so the estimate is then a lower
+    bound of the whole suite's time.
     """
     measured = {"4k": 4096, "16k": 16384, "64k": 65536, "128k": 131072}
     total = 0.0
@@ -1083,10 +1096,10 @@ def extrapolate_suite(bench: Bench, impl: str, tasks: list[str], samples: int) -
                 total += startup * len(SUITE_LENGTHS)
             startups.append(startup)
     if not startups:
-        return None, missing, "no task with every cell"
+        return SuiteEstimate(None, missing, "no task with every cell")
     if impl != "nvidia":
         total += max(startups)
-    return total, missing, f"start-up {min(startups):.1f}-{max(startups):.1f} s per process"
+    return SuiteEstimate(total, missing, f"start-up {min(startups):.1f}-{max(startups):.1f} s per process")
 
 
 def render_suite(bench: Bench, runs: list[SuiteRun], tasks: list[str], samples: int) -> list[str]:
@@ -1118,17 +1131,18 @@ def render_suite(bench: Bench, runs: list[SuiteRun], tasks: list[str], samples: 
     for impl in ("lm-eval", "nvidia"):
         if not any(c.impl == impl for c in bench.cells):
             continue
-        estimate, missing, detail = extrapolate_suite(bench, impl, tasks, samples)
-        if estimate is None:
-            out.append(f"  {impl:<19} not extrapolated: {detail} ({'; '.join(missing)})")
+        estimate = extrapolate_suite(bench, impl, tasks, samples)
+        if estimate.seconds is None:
+            out.append(f"  {impl:<19} not extrapolated: {estimate.detail} ({'; '.join(estimate.missing)})")
             continue
-        bound = ">=" if missing else "~"
-        ratios = ", ".join(f"{bound}{estimate / r.wall_s:.1f}x vs ours {r.label}" for r in cold if r.wall_s)
-        out.append(f"  {impl:<19} {bound}{estimate:9.0f} s extrapolated from its cells ({detail}); {ratios}")
-        if missing:
+        bound = ">=" if estimate.missing else "~"
+        ratios = ", ".join(f"{bound}{estimate.seconds / r.wall_s:.1f}x vs ours {r.label}" for r in cold if r.wall_s)
+        out.append(f"  {impl:<19} {bound}{estimate.seconds:9.0f} s extrapolated from its cells ({estimate.detail}); {ratios}")
+        if estimate.missing:
+            left_out = {m.split(":")[0] for m in estimate.missing}
             out.append(
-                f"  {'':<19} a lower bound: {len(tasks) - len({m.split(':')[0] for m in missing})} of {len(tasks)} "
-                f"tasks, without {'; '.join(missing)} (ours includes every task)"
+                f"  {'':<19} a lower bound: {len(tasks) - len(left_out)} of {len(tasks)} "
+                f"tasks, without {'; '.join(estimate.missing)} (ours includes every task)"
             )
     return out
 

@@ -16,12 +16,13 @@ run code.
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import json
 import logging
 import os
 import tempfile
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, BinaryIO
@@ -39,6 +40,35 @@ _TRAILER = "__end__"
 
 def cache_key(determinants: dict[str, Any]) -> str:
     return hashlib.sha256(json.dumps(determinants, sort_keys=True).encode()).hexdigest()
+
+
+def file_sha256(path: str) -> str:
+    """A file's sha256, read once per process while its size and mtime stay the same.
+
+    Cache keys hash tokenizer files (a tokenizer.json is ~9 MB) and user data
+    files for every task and length built; a file edited in between changes its
+    size or mtime and is hashed again. Raises ``OSError``.
+    """
+    stat = os.stat(path)
+    return _sha256_while_unchanged(path, stat.st_size, stat.st_mtime_ns)
+
+
+@functools.lru_cache(maxsize=64)
+def _sha256_while_unchanged(path: str, size: int, mtime_ns: int) -> str:
+    return hashlib.sha256(Path(path).read_bytes()).hexdigest()
+
+
+def _write_atomically(path: Path, write: Callable[[BinaryIO], None]) -> None:
+    """Write through a temporary file renamed over ``path``: readers see the old file or the whole new one."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, temp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name[:16]}.", suffix=".tmp")
+    try:
+        with os.fdopen(fd, "wb") as handle:
+            write(handle)
+        os.replace(temp, path)
+    except BaseException:
+        Path(temp).unlink(missing_ok=True)
+        raise
 
 
 @dataclass(frozen=True)
@@ -68,7 +98,8 @@ def _encode_doc(doc: dict[str, Any]) -> Iterator[bytes]:
     line[_RAW_FIELDS] = [[name, len(block)] for name, block in raw.items()]
     yield _json_line(line)
     for block in raw.values():
-        yield block + b"\n"
+        yield block
+        yield b"\n"
 
 
 def _read_docs(handle: BinaryIO, count: int | None) -> list[dict[str, Any]]:
@@ -123,36 +154,22 @@ class DatasetCache:
         return docs, header["info"]
 
     def store(self, key: str, docs: list[dict[str, Any]], info: dict[str, Any]) -> Path:
+        def write(handle: BinaryIO) -> None:
+            handle.write(_json_line({"format": FORMAT, "key": key, "count": len(docs), "info": info}))
+            digest = hashlib.sha256()
+            for doc in docs:
+                for block in _encode_doc(doc):
+                    digest.update(block)
+                    handle.write(block)
+            handle.write(_json_line({_TRAILER: {"count": len(docs), "sha256": digest.hexdigest()}}))
+
         path = self._path(key)
-        path.parent.mkdir(parents=True, exist_ok=True)
-        fd, temp = tempfile.mkstemp(dir=path.parent, prefix=f".{key[:16]}.", suffix=".tmp")
-        try:
-            with os.fdopen(fd, "wb") as handle:
-                handle.write(_json_line({"format": FORMAT, "key": key, "count": len(docs), "info": info}))
-                digest = hashlib.sha256()
-                for doc in docs:
-                    for block in _encode_doc(doc):
-                        digest.update(block)
-                        handle.write(block)
-                handle.write(_json_line({_TRAILER: {"count": len(docs), "sha256": digest.hexdigest()}}))
-            os.replace(temp, path)
-        except BaseException:
-            Path(temp).unlink(missing_ok=True)
-            raise
+        _write_atomically(path, write)
         return path
 
     def store_alias(self, alias: str, key: str) -> None:
         """Remember that ``alias`` (a key computable without loading the tokenizer) names ``key``."""
-        path = self.root / "aliases" / alias
-        path.parent.mkdir(parents=True, exist_ok=True)
-        fd, temp = tempfile.mkstemp(dir=path.parent, prefix=f".{alias[:16]}.", suffix=".tmp")
-        try:
-            with os.fdopen(fd, "w") as handle:
-                handle.write(key)
-            os.replace(temp, path)
-        except BaseException:
-            Path(temp).unlink(missing_ok=True)
-            raise
+        _write_atomically(self.root / "aliases" / alias, lambda handle: handle.write(key.encode()))
 
     def resolve_alias(self, alias: str) -> str | None:
         try:

@@ -8,7 +8,6 @@ results can say exactly which data they were computed on.
 
 from __future__ import annotations
 
-import functools
 import hashlib
 import importlib
 import statistics
@@ -19,8 +18,8 @@ from importlib import metadata as importlib_metadata
 from pathlib import Path
 from typing import Any
 
-from ._cache import DatasetCache, cache_key
-from ._generation import GenerationSettings, Resources, file_sha256
+from ._cache import DatasetCache, cache_key, file_sha256
+from ._generation import GenerationSettings, Resources, data_file_sha256
 from ._haystack import WONDERWORDS_VERSION, sentence_splitter
 from ._tasks import DATA_VERSION, DEFAULT_NUM_SAMPLES, DEFAULT_PROFILE, DEFAULT_SEED, check_profile, task_spec
 from ._templates import model_template as lookup_model_template
@@ -240,16 +239,10 @@ def _tokenizer_files_digest(name: str, revision: str | None) -> str | None:
             stat = path.stat()
             if not path.is_file() or path.suffix in _WEIGHT_SUFFIXES or stat.st_size > _MAX_TOKENIZER_FILE:
                 continue
-            digest.update(path.name.encode() + b"\0" + _file_digest(str(path), stat.st_size, stat.st_mtime_ns))
+            digest.update(path.name.encode() + b"\0" + bytes.fromhex(file_sha256(str(path))))
     except OSError:
         return None
     return digest.hexdigest()
-
-
-@functools.lru_cache(maxsize=64)
-def _file_digest(path: str, size: int, mtime_ns: int) -> bytes:
-    """A file's sha256, hashed once per process while its size and mtime stay the same (a tokenizer.json is ~9 MB)."""
-    return hashlib.sha256(Path(path).read_bytes()).digest()
 
 
 def _data_fingerprints(family: str, params: Any, options: DatasetOptions, splitter: Callable[[], str]) -> dict[str, Any]:
@@ -263,7 +256,7 @@ def _data_fingerprints(family: str, params: Any, options: DatasetOptions, splitt
     files = dict(options.data_files)
 
     def fingerprint(name: str) -> str:
-        return file_sha256(files[name]) if name in files else sources.SOURCES[name].sha256
+        return data_file_sha256(files[name]) if name in files else sources.SOURCES[name].sha256
 
     fingerprints: dict[str, Any] = {}
     if family == "niah" and params.get("type_haystack") == "essay":

@@ -8,7 +8,6 @@ because each one draws only from RNGs it creates from ``settings.seed``.
 from __future__ import annotations
 
 import functools
-import hashlib
 import random
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
@@ -18,6 +17,7 @@ from typing import Any
 import numpy as np
 
 from ._budget import binary_search_size, fit_sample_to_budget, linear_search_size
+from ._cache import file_sha256
 from ._haystack import EssayCorpus, EssaySentences, SentenceSplitter, essay_corpus_from_json, sentence_splitter
 from ._tasks import TaskSpec
 from ._templates import ModelTemplate
@@ -100,7 +100,7 @@ class Resources:
 
         if name in self.files:
             path = Path(self.files[name])
-            self.used[name] = {"file": str(path), "sha256": file_sha256(str(path)), "pinned": False}
+            self.used[name] = {"file": str(path), "sha256": data_file_sha256(str(path)), "pinned": False}
             return path
         path = sources.source_path(name, self.cache_dir, download=self.download)
         self.used.update(sources.provenance([name]))
@@ -119,13 +119,12 @@ class Resources:
         return _essay_sentences(self.essays(), self.splitter())
 
 
-@functools.lru_cache(maxsize=8)
-def file_sha256(path: str) -> str:
+def data_file_sha256(path: str) -> str:
     """Hash of a user-supplied data file; it stands in for the pinned hash in cache keys."""
     from .errors import DataSourceError
 
     try:
-        return hashlib.sha256(Path(path).read_bytes()).hexdigest()
+        return file_sha256(path)
     except OSError as exc:
         raise DataSourceError(f"cannot read data file {path}: {exc}; check the ruler_*_file metadata path") from exc
 

@@ -270,3 +270,6 @@ def test_cache_hits_skip_the_tokenizer_and_each_determinant_changes_the_key(llam
     for data, expected in ((squad, False), (squad, True), (edited, False)):
         options = _options(original, data_files=(("squad", str(data)),))
         assert build_dataset("qa_squad", 2048, options).from_cache is expected
+    # The same path edited within the process (its hash must not be remembered by path alone).
+    edited.write_text(squad.read_text().replace("?", " ?", 2))
+    assert not build_dataset("qa_squad", 2048, _options(original, data_files=(("squad", str(edited)),))).from_cache

@@ -8,8 +8,8 @@ machine), so the cells are shared through a module fixture and kept to 1k/2k, 2 
 from __future__ import annotations
 
 import json
-import re
 import os
+import re
 import shutil
 import socket
 import subprocess

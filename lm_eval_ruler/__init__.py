@@ -29,6 +29,7 @@ _EXPORTS = {
     "CacheError": ".errors",
     "ConfigurationError": ".errors",
     "DataSourceError": ".errors",
+    "ReportError": ".errors",
     "RulerError": ".errors",
     "TokenizerError": ".errors",
     "string_match_all": ".metrics",

@@ -12,22 +12,25 @@ partial entry and concurrent writers of the same key each leave a complete
 one; on read the trailer is checked and a bad entry is deleted and
 regenerated. JSON and text, never pickle: a cache file must not be able to
 run code.
+
+Listing, selecting and verifying entries never stops at a bad one (an empty
+file left by a full disk, a foreign file, an old format): it is reported as a
+bad entry next to the good ones, so one broken file cannot hide a cache or
+block cleaning it.
 """
 
 from __future__ import annotations
 
-import functools
 import hashlib
 import json
 import logging
-import os
-import tempfile
-from collections.abc import Callable, Iterator
+import time
+from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, BinaryIO
 
-from .errors import CacheError
+from ._files import write_atomically
 
 logger = logging.getLogger(__name__)
 FORMAT = 2
@@ -36,52 +39,77 @@ SUFFIX = ".ruler"
 _RAW_MIN_CHARS = 1024
 _RAW_FIELDS = "__raw__"
 _TRAILER = "__end__"
+#: Entries of cache format 1, which nothing reads any more: listed as bad, removed by ``clear``.
+_FORMAT1_GLOB = "*/*.jsonl.gz"
+_MISSING = object()
 
 
 def cache_key(determinants: dict[str, Any]) -> str:
     return hashlib.sha256(json.dumps(determinants, sort_keys=True).encode()).hexdigest()
 
 
-def file_sha256(path: str) -> str:
-    """A file's sha256, read once per process while its size and mtime stay the same.
-
-    Cache keys hash tokenizer files (a tokenizer.json is ~9 MB) and user data
-    files for every task and length built; a file edited in between changes its
-    size or mtime and is hashed again. Raises ``OSError``.
-    """
-    stat = os.stat(path)
-    return _sha256_while_unchanged(path, stat.st_size, stat.st_mtime_ns)
-
-
-@functools.lru_cache(maxsize=64)
-def _sha256_while_unchanged(path: str, size: int, mtime_ns: int) -> str:
-    return hashlib.sha256(Path(path).read_bytes()).hexdigest()
-
-
-def _write_atomically(path: Path, write: Callable[[BinaryIO], None]) -> None:
-    """Write through a temporary file renamed over ``path``: readers see the old file or the whole new one."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, temp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name[:16]}.", suffix=".tmp")
-    try:
-        with os.fdopen(fd, "wb") as handle:
-            write(handle)
-        os.replace(temp, path)
-    except BaseException:
-        Path(temp).unlink(missing_ok=True)
-        raise
-
-
 @dataclass(frozen=True)
 class CacheEntry:
+    """One file of the cache, as its header describes it.
+
+    A bad entry (unreadable, empty, not a cache header, another format) has
+    ``error`` set, ``info`` empty and ``count`` 0; ``mtime`` is the file's
+    modification time (seconds since the epoch) for either.
+    """
+
     key: str
     path: Path
     info: dict[str, Any]
     count: int
     size: int
+    error: str | None = None
+    mtime: float = 0.0
+
+    @property
+    def bad(self) -> bool:
+        return self.error is not None
 
 
 class _InvalidEntry(ValueError):
     pass
+
+
+def _read_header(handle: BinaryIO, key: str) -> dict[str, Any]:
+    """The header line of the entry for ``key``; ``_InvalidEntry`` saying what is wrong with it."""
+    line = handle.readline()
+    if not line:
+        raise _InvalidEntry("empty file")
+    if not line.endswith(b"\n"):
+        raise _InvalidEntry("truncated header")
+    try:
+        header = json.loads(line)
+    except ValueError as exc:
+        raise _InvalidEntry(f"header is not JSON ({exc})") from None
+    if not isinstance(header, dict) or "format" not in header:
+        raise _InvalidEntry("not a cache entry header")
+    if header["format"] != FORMAT:
+        raise _InvalidEntry(f"cache format {header['format']!r}, this version reads {FORMAT}")
+    if header.get("key") != key:
+        raise _InvalidEntry(f"header names key {str(header.get('key'))[:16]!r}, not its file name")
+    if not isinstance(header.get("count"), int) or not isinstance(header.get("info"), dict):
+        raise _InvalidEntry("header lacks its doc count or build info")
+    return header
+
+
+def _normalized(value: Any) -> Any:
+    """``value`` as it reads back from a header (tuples become lists), so it compares equal to it."""
+    return json.loads(json.dumps(value, default=str))
+
+
+def _short(value: Any, limit: int = 60) -> str:
+    text = repr(value)
+    return text if len(text) <= limit else text[: limit - 3] + "..."
+
+
+def describe_difference(entry: CacheEntry, differing: list[str], determinants: dict[str, Any]) -> str:
+    """``render_modes (cached ['raw', 'chat'], now ['chat'])``, for each differing determinant."""
+    now = _normalized(determinants)
+    return ", ".join(f"{name} (cached {_short(entry.info.get(name))}, now {_short(now.get(name))})" for name in differing)
 
 
 def _json_line(value: Any) -> bytes:
@@ -142,10 +170,8 @@ class DatasetCache:
         path = self._path(key)
         try:
             with path.open("rb") as handle:
-                header = json.loads(handle.readline())
-                if not isinstance(header, dict) or header.get("format") != FORMAT or header.get("key") != key:
-                    raise _InvalidEntry("failed verification")
-                docs = _read_docs(handle, header.get("count"))
+                header = _read_header(handle, key)
+                docs = _read_docs(handle, header["count"])
         except FileNotFoundError:
             return None
         except (OSError, ValueError, TypeError) as exc:
@@ -164,12 +190,12 @@ class DatasetCache:
             handle.write(_json_line({_TRAILER: {"count": len(docs), "sha256": digest.hexdigest()}}))
 
         path = self._path(key)
-        _write_atomically(path, write)
+        write_atomically(path, write)
         return path
 
     def store_alias(self, alias: str, key: str) -> None:
         """Remember that ``alias`` (a key computable without loading the tokenizer) names ``key``."""
-        _write_atomically(self.root / "aliases" / alias, lambda handle: handle.write(key.encode()))
+        write_atomically(self.root / "aliases" / alias, lambda handle: handle.write(key.encode()))
 
     def resolve_alias(self, alias: str) -> str | None:
         try:
@@ -179,18 +205,133 @@ class DatasetCache:
         return key if len(key) == 64 and all(c in "0123456789abcdef" for c in key) else None
 
     def entries(self) -> Iterator[CacheEntry]:
-        for path in sorted(self.root.glob(f"*/*{SUFFIX}")):
+        """Every entry, good or bad, in path order; reads only each file's header line.
+
+        Never raises for a bad entry: it comes with ``error`` set (and an entry
+        that vanishes while listing, e.g. removed by another process, is skipped).
+        """
+        paths = [*self.root.glob(f"*/*{SUFFIX}"), *self.root.glob(_FORMAT1_GLOB)]
+        for path in sorted(paths):
+            try:
+                stat = path.stat()
+            except FileNotFoundError:
+                continue
+            except OSError as exc:
+                yield CacheEntry(path.name.split(".")[0], path, {}, 0, 0, f"unreadable ({exc})")
+                continue
+            key = path.name[: -len(SUFFIX)] if path.name.endswith(SUFFIX) else path.name.split(".")[0]
+            if not path.name.endswith(SUFFIX):
+                error = "cache format 1, which this version no longer reads"
+                yield CacheEntry(key, path, {}, 0, stat.st_size, error, stat.st_mtime)
+                continue
             try:
                 with path.open("rb") as handle:
-                    header = json.loads(handle.readline())
-            except (OSError, ValueError) as exc:
-                raise CacheError(f"unreadable cache entry {path}: {exc}; remove it with `lm-eval-ruler cache clear`") from exc
-            yield CacheEntry(header.get("key", path.stem), path, header.get("info", {}), header.get("count", 0), path.stat().st_size)
+                    header = _read_header(handle, key)
+            except FileNotFoundError:
+                continue
+            except _InvalidEntry as exc:
+                error = "empty file (0 bytes)" if stat.st_size == 0 else str(exc)
+                yield CacheEntry(key, path, {}, 0, stat.st_size, error, stat.st_mtime)
+                continue
+            except OSError as exc:
+                yield CacheEntry(key, path, {}, 0, stat.st_size, f"unreadable ({exc})", stat.st_mtime)
+                continue
+            yield CacheEntry(key, path, header["info"], header["count"], stat.st_size, None, stat.st_mtime)
+
+    def verify(self, entry: CacheEntry) -> str | None:
+        """None when ``entry`` reads back whole (count and sha256 trailer, as ``load`` checks), else why not.
+
+        Unlike ``load`` it deletes nothing: ``cache verify`` reports, ``cache clear --bad`` removes.
+        """
+        if entry.error is not None:
+            return entry.error
+        try:
+            with entry.path.open("rb") as handle:
+                header = _read_header(handle, entry.key)
+                _read_docs(handle, header["count"])
+        except FileNotFoundError:
+            return "removed while being verified"
+        except (OSError, ValueError, TypeError, UnicodeDecodeError) as exc:
+            return str(exc) or type(exc).__name__
+        return None
+
+    def select(
+        self,
+        task: str | None = None,
+        length: int | None = None,
+        tokenizer: str | None = None,
+        older_than_seconds: float | None = None,
+        bad: bool = False,
+    ) -> list[CacheEntry]:
+        """Entries matching every selector given (none given: all entries).
+
+        ``tokenizer`` is a substring of the recorded tokenizer name (path or
+        model id); ``older_than_seconds`` compares with the file's mtime;
+        ``bad`` keeps only bad entries. A bad entry has no task, length or
+        tokenizer, so it never matches those selectors.
+        """
+        now = time.time()
+        selected = []
+        for entry in self.entries():
+            info = entry.info
+            if bad and not entry.bad:
+                continue
+            if task is not None and info.get("task") != task:
+                continue
+            if length is not None and info.get("length") != length:
+                continue
+            if tokenizer is not None and tokenizer not in str(info.get("tokenizer", "")):
+                continue
+            if older_than_seconds is not None and now - entry.mtime <= older_than_seconds:
+                continue
+            selected.append(entry)
+        return selected
+
+    def remove(self, entries: Iterable[CacheEntry]) -> int:
+        """Delete these entries (and aliases naming them); returns how many files were deleted.
+
+        A later build of a removed key regenerates it; an alias that still
+        named it would only miss, but is removed so it cannot linger.
+        """
+        removed = 0
+        keys = set()
+        for entry in entries:
+            keys.add(entry.key)
+            try:
+                entry.path.unlink()
+            except FileNotFoundError:
+                continue
+            removed += 1
+        for alias in self.root.glob("aliases/*"):
+            if alias.name.startswith("."):
+                continue
+            if self.resolve_alias(alias.name) in keys:
+                alias.unlink(missing_ok=True)
+        return removed
+
+    def nearest(self, task: str, length: int, determinants: dict[str, Any]) -> tuple[CacheEntry, list[str]] | None:
+        """The cached entry of ``task`` at ``length`` closest to ``determinants``, and the keys that differ.
+
+        Explains a cache miss ("cached for render_modes ['raw', 'chat'], now
+        ['chat']"). Closest is fewest differing determinants, then newest;
+        only headers are read. None when nothing is cached for that task and
+        length.
+        """
+        wanted = _normalized(determinants)
+        best: tuple[int, float, CacheEntry, list[str]] | None = None
+        for entry in self.entries():
+            if entry.bad or entry.info.get("task") != task or entry.info.get("length") != length:
+                continue
+            differing = [name for name, value in wanted.items() if entry.info.get(name, _MISSING) != value]
+            rank = (len(differing), -entry.mtime)
+            if best is None or rank < best[:2]:
+                best = (*rank, entry, differing)
+        return None if best is None else (best[2], best[3])
 
     def clear(self) -> int:
+        """Delete every entry, good or bad, leftover temporary files and all aliases; returns the entry count."""
         removed = 0
-        # *.jsonl.gz: entries of cache format 1, which nothing reads any more.
-        for path in [*self.root.glob(f"*/*{SUFFIX}"), *self.root.glob("*/*.jsonl.gz")]:
+        for path in [*self.root.glob(f"*/*{SUFFIX}"), *self.root.glob(_FORMAT1_GLOB)]:
             path.unlink(missing_ok=True)
             removed += 1
         for leftover in [*self.root.glob("*/.*.tmp"), *self.root.glob("aliases/*")]:

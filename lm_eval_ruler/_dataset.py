@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import hashlib
 import importlib
+import logging
 import statistics
 import time
 from collections.abc import Callable
@@ -18,7 +19,8 @@ from importlib import metadata as importlib_metadata
 from pathlib import Path
 from typing import Any
 
-from ._cache import DatasetCache, cache_key, file_sha256
+from ._cache import DatasetCache, cache_key, describe_difference
+from ._files import file_sha256, locked
 from ._generation import GenerationSettings, Resources, data_file_sha256
 from ._haystack import WONDERWORDS_VERSION, sentence_splitter
 from ._tasks import DATA_VERSION, DEFAULT_NUM_SAMPLES, DEFAULT_PROFILE, DEFAULT_SEED, check_profile, task_spec
@@ -35,6 +37,7 @@ from ._tokenizer import (
 )
 from .errors import ConfigurationError
 
+logger = logging.getLogger(__name__)
 _FAMILY_MODULES = {
     "niah": "._niah",
     "variable_tracking": "._variable_tracking",
@@ -95,7 +98,8 @@ def build_dataset(task: str, length: int, options: DatasetOptions, *, cached_onl
     from . import sources
 
     spec = task_spec(task)
-    cache = DatasetCache(sources.cache_dir(options.cache_dir) / "datasets")
+    cache_root = sources.cache_dir(options.cache_dir)
+    cache = DatasetCache(cache_root / "datasets")
     alias = _alias_key(spec, length, options) if options.use_cache else None
     if alias is not None:
         aliased = cache.resolve_alias(alias)
@@ -127,16 +131,61 @@ def build_dataset(task: str, length: int, options: DatasetOptions, *, cached_onl
         "data": _data_fingerprints(spec.family, spec.params, options, lambda: sentence_splitter().fingerprint),
     }
     key = cache_key(determinants)
-    if options.use_cache:
-        cached = cache.load(key)
-        if cached is not None:
-            if alias is not None:
-                cache.store_alias(alias, key)
-            docs, info = cached
-            return GeneratedDataset(docs, info, True)
+    if not options.use_cache:
+        return None if cached_only else _generate(spec, length, options, counter, determinants, key)
+    hit = _cache_hit(cache, key, alias)
+    if hit is not None:
+        return hit
     if cached_only:
+        _explain_miss(cache, spec.name, length, determinants)
         return None
+    # Concurrent builders of one key (data-parallel ranks, `generate --jobs` beside a run) wait
+    # for the first and reuse its entry instead of all generating it.
+    with locked(cache_root / "locks" / f"{key}.lock"):
+        hit = _cache_hit(cache, key, alias)
+        if hit is not None:
+            return hit
+        _explain_miss(cache, spec.name, length, determinants)
+        generated = _generate(spec, length, options, counter, determinants, key)
+        cache.store(key, generated.docs, generated.info)
+        if alias is not None:
+            cache.store_alias(alias, key)
+    return generated
 
+
+def _cache_hit(cache: DatasetCache, key: str, alias: str | None) -> GeneratedDataset | None:
+    cached = cache.load(key)
+    if cached is None:
+        return None
+    if alias is not None:
+        cache.store_alias(alias, key)
+    docs, info = cached
+    return GeneratedDataset(docs, info, True)
+
+
+def _explain_miss(cache: DatasetCache, task: str, length: int, determinants: dict[str, Any]) -> None:
+    """Say which determinant made a build miss the entry cached for the same task and length.
+
+    A miss costs minutes at long lengths; "differs in render_modes" tells the
+    user which flag to align (--apply-chat-template of `generate` vs the run).
+    """
+    nearest = cache.nearest(task, length, determinants)
+    if nearest is None:
+        return
+    entry, differing = nearest
+    logger.warning(
+        "ruler cache miss for %s at %d: nearest cached entry %s differs in %s",
+        task,
+        length,
+        entry.key[:12],
+        describe_difference(entry, differing, determinants) if differing else "nothing recorded (regenerating it)",
+    )
+
+
+def _generate(
+    spec: Any, length: int, options: DatasetOptions, counter: PromptCounter, determinants: dict[str, Any], key: str
+) -> GeneratedDataset:
+    """Generate the docs (uncached) and the build info recorded with them."""
     settings = GenerationSettings(
         spec,
         length,
@@ -164,10 +213,6 @@ def build_dataset(task: str, length: int, options: DatasetOptions, *, cached_onl
         "piecewise_counting": counter.piecewise,
         "prompt_tokens": _token_stats(docs),
     }
-    if options.use_cache:
-        cache.store(key, docs, info)
-        if alias is not None:
-            cache.store_alias(alias, key)
     return GeneratedDataset(docs, info, False)
 
 

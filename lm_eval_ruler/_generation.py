@@ -17,7 +17,7 @@ from typing import Any
 import numpy as np
 
 from ._budget import binary_search_size, fit_sample_to_budget, linear_search_size
-from ._cache import file_sha256
+from ._files import file_sha256
 from ._haystack import EssayCorpus, EssaySentences, SentenceSplitter, essay_corpus_from_json, sentence_splitter
 from ._tasks import TaskSpec
 from ._templates import ModelTemplate

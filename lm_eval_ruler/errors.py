@@ -30,3 +30,10 @@ class DataSourceError(RulerError):
 
 class CacheError(RulerError):
     """A generated-dataset cache entry is unusable."""
+
+
+class ReportError(RulerError):
+    """Results cannot be read or compared (bad folder, corrupt file, mismatched runs).
+
+    The CLI maps it to exit code 2 ("bad input"), distinct from 1 ("gate failed").
+    """

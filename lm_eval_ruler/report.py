@@ -36,8 +36,9 @@ from typing import Any, Union
 
 import numpy as np
 
-from ._tasks import CATEGORIES, CUSTOM_LENGTH, LENGTHS, PREFIX, STANDARD_LENGTHS, TASKS, parse_length
-from .errors import ConfigurationError, RulerError
+from ._tasks import CATEGORIES, CUSTOM_LENGTH, LENGTHS, PREFIX, STANDARD_LENGTHS, TASKS, parse_length, tasks_fitting
+from .errors import ConfigurationError, ReportError
+from .provenance import Provenance
 
 __all__ = [
     "RELATIVE_FRACTION",
@@ -87,28 +88,8 @@ CATEGORY_ORDER: tuple[str, ...] = tuple(CATEGORIES)
 _TASK_CATEGORY = {task: category for category, tasks in CATEGORIES.items() for task in tasks}
 _MISSING = "–"
 
-#: Provenance keys (``configs[task]["metadata"]["ruler"]``) that must agree for two runs'
-#: scores to be comparable: they decide the generated prompts.
-CHECKED_PROVENANCE: tuple[str, ...] = (
-    "tokenizer_fingerprint",
-    "chat_template_fingerprint",
-    "render_modes",
-    "profile",
-    "num_samples",
-    "seed",
-    "data_version",
-    "cache_key",
-    "sources",
-)
 #: Run-level keys that change what the model saw although the data is the same.
 CHECKED_RUN_INFO: tuple[str, ...] = ("chat_template_sha", "system_instruction_sha")
-
-
-class ReportError(RulerError):
-    """Results cannot be read or compared (bad folder, corrupt file, mismatched runs).
-
-    The CLI maps it to exit code 2 ("bad input"), distinct from 1 ("gate failed").
-    """
 
 
 # --------------------------------------------------------------------------- names and lengths
@@ -154,8 +135,12 @@ class TaskResult:
     score: float
     stderr: float | None
     n: int | None
-    provenance: Mapping[str, Any]
+    provenance: Provenance
     source: Path
+
+    def __post_init__(self) -> None:
+        if not isinstance(self.provenance, Provenance):  # a recorded JSON object
+            object.__setattr__(self, "provenance", Provenance.from_dict(self.provenance))
 
 
 @dataclass(frozen=True)
@@ -256,12 +241,42 @@ def _model_args(data: Mapping[str, Any]) -> Any:
     return config.get("model_args") if isinstance(config, dict) else None
 
 
-def _run_identity(data: Mapping[str, Any]) -> dict[str, Any]:
-    """What makes two results files parts of one run: same model arguments, same prompt rendering."""
+def _file_settings(path: Path, data: Mapping[str, Any]) -> dict[str, Any]:
+    """The run-wide data settings (profile, seed, samples, tokenizer, rendering ...) of one results file.
+
+    Every RULER task of one lm-eval invocation is built with the same options, so
+    tasks that disagree mean a hand-merged file: refused rather than averaged.
+    """
+    found: dict[str, Any] | None = None
+    first = ""
+    for key, config in (data.get("configs") or {}).items():
+        if _parse_task_key(key) is None or not isinstance(config, dict):
+            continue
+        ruler = (config.get("metadata") or {}).get("ruler")
+        provenance = Provenance.from_dict(ruler if isinstance(ruler, dict) else None)
+        if not provenance.recorded:
+            continue
+        settings = provenance.run_settings()
+        if found is None:
+            found, first = settings, key
+            continue
+        differing = [name for name in settings if settings[name] != found[name]]
+        if differing:
+            raise ReportError(
+                f"{path}: its RULER tasks were made with different settings ({', '.join(differing)}: {first} has "
+                f"{', '.join(f'{n}={found[n]!r}' for n in differing)}, {key} has "
+                f"{', '.join(f'{n}={settings[n]!r}' for n in differing)}); one results file must hold one run"
+            )
+    return found or {}
+
+
+def _run_identity(path: Path, data: Mapping[str, Any]) -> dict[str, Any]:
+    """What makes two results files parts of one run: same model arguments, rendering and data settings."""
     return {
         "model_args": _model_args(data),
         "chat_template_sha": data.get("chat_template_sha"),
         "system_instruction_sha": data.get("system_instruction_sha"),
+        "ruler settings": _file_settings(path, data),
     }
 
 
@@ -333,12 +348,20 @@ def load_run(path: str | Path, name: str | None = None) -> Run:
     """
     folder, files = _results_files(Path(path))
     loaded = sorted(((_timestamp(f), f, _read_json(f)) for f in files), key=lambda item: (item[0], item[1].name))
-    newest = loaded[-1][2]
+    newest_file, newest = loaded[-1][1], loaded[-1][2]
     reference_args = _model_args(newest)
+    reference = _run_identity(newest_file, newest)
     warnings: list[str] = []
     used: list[tuple[str, Path, dict[str, Any]]] = []
     for stamp, file, data in loaded:
-        differing = [key for key, value in _run_identity(data).items() if value != _run_identity(newest)[key]]
+        identity = _run_identity(file, data)
+        differing = [key for key, value in identity.items() if value != reference[key]]
+        if "ruler settings" in differing:
+            mine, newest_settings = identity["ruler settings"], reference["ruler settings"]
+            names = sorted(n for n in {*mine, *newest_settings} if mine.get(n) != newest_settings.get(n))
+            differing[differing.index("ruler settings")] = "RULER settings (" + ", ".join(
+                f"{n} {mine.get(n)!r} vs {newest_settings.get(n)!r}" for n in names
+            ) + ")"
         if differing and data is not newest:
             warnings.append(
                 f"skipped {file.name}: its {', '.join(differing)} differ from the newest file's, so it is another run; "
@@ -377,7 +400,7 @@ def load_run(path: str | Path, name: str | None = None) -> Run:
                 score=score,
                 stderr=_number(row.get("score_stderr,none")),
                 n=int(count) if isinstance(count, (int, float)) and not isinstance(count, bool) else None,
-                provenance=dict(provenance),
+                provenance=Provenance.from_dict(provenance),
                 source=file,
             )
     if not results:
@@ -401,6 +424,7 @@ def load_run(path: str | Path, name: str | None = None) -> Run:
         "lm_eval_version": newest.get("lm_eval_version"),
         "date": newest.get("date"),
         "max_length": newest.get("max_length"),
+        "settings": reference["ruler settings"],
     }
     return Run(
         name=name or _run_name(newest, folder),
@@ -486,6 +510,8 @@ class Table:
             "relative_effective_length": self.relative_effective_length,
             "relative_fraction": self.relative_fraction,
             "base_score": self.base_score,
+            "settings": None if self.run is None else self.run.info.get("settings"),
+            "sweep_settings": None if self.run is None else self.run.info.get("sweep_settings"),
             "notes": list(self.notes),
             "lengths": [
                 {
@@ -522,6 +548,17 @@ def effective_length(scores: Mapping[int, float], threshold: float, *, inclusive
     return length_label(passing[-1])
 
 
+def _scored_tasks(tokens: int, present: Mapping[str, Any]) -> tuple[str, ...]:
+    """The tasks a length's score averages: all 13 when they all ran, else those the length's group holds.
+
+    From 4K up that is all 13 (RULER's score). Below 4K ``tasks_fitting`` leaves
+    out the tasks that cannot fit (QA), so a ``ruler_1k`` run has a score.
+    """
+    if all(task in present for task in TASK_ORDER):
+        return TASK_ORDER
+    return tasks_fitting(tokens)
+
+
 def ruler_table(
     run: Run,
     *,
@@ -535,7 +572,9 @@ def ruler_table(
     the 13 task scores; Avg is the mean over 4K..128K; wAvg(inc) weighs 4K..128K
     by 1..6 and wAvg(dec) by 6..1, each divided by 21. A length with missing
     tasks has no score (its present tasks and complete categories are still
-    shown), and a suite with a missing standard length has no Avg.
+    shown), and a suite with a missing standard length has no Avg. Below 4K,
+    where ``ruler_<len>`` holds only the tasks that fit (``tasks_fitting``: no
+    QA), a length where those all ran is scored on them, with a note.
 
     The relative effective length uses NoLiMa's definition (landscape §2): the
     largest length whose score stays >= ``relative_fraction`` (85%) of the
@@ -543,16 +582,27 @@ def ruler_table(
     that is weak even at short context is judged against itself.
     """
     rows: list[LengthRow] = []
+    small_notes: list[str] = []
     for tokens in run.lengths:
         present = run.tasks_at(tokens)
         tasks = {task: (present[task].score if task in present else None) for task in TASK_ORDER}
-        missing = tuple(task for task in TASK_ORDER if task not in present)
+        # Below 4K the ruler_<len> groups hold only the tasks that fit (no QA): score those, as the
+        # group row does, unless all 13 ran anyway. A missing task is never averaged as zero.
+        scored = _scored_tasks(tokens, present)
+        missing = tuple(task for task in scored if task not in present)
+        if len(scored) < len(TASK_ORDER) and not missing:
+            left_out = [task for task in TASK_ORDER if task not in scored]
+            small_notes.append(
+                f"{length_label(tokens)} score is the mean of the {len(scored)} tasks that fit at that length "
+                f"({', '.join(left_out)} need {length_label(min(TASKS[t].min_group_length for t in left_out))} or more), "
+                f"as the {PREFIX}_<len> groups below 4K hold; not RULER's 13-task score"
+            )
         categories = {
             category: (_mean([tasks[t] for t in members]) if all(tasks[t] is not None for t in members) else None)  # type: ignore[misc]
             for category, members in CATEGORIES.items()
         }
-        score = None if missing else _mean([tasks[t] for t in TASK_ORDER])  # type: ignore[misc]
-        errors = [present[t].stderr for t in TASK_ORDER if t in present]
+        score = None if missing else _mean([tasks[t] for t in scored])  # type: ignore[misc]
+        errors = [present[t].stderr for t in scored if t in present]
         stderr = None
         if not missing and all(e is not None for e in errors):
             stderr = math.sqrt(math.fsum(e * e for e in errors)) / len(errors)  # type: ignore[operator]
@@ -572,7 +622,9 @@ def ruler_table(
         notes.append(f"Avg and wAvg need complete 4K..128K; missing or partial: {', '.join(lacking)}")
     for row in rows:
         if row.missing:
-            notes.append(f"{row.label} is partial: {len(row.missing)} of 13 tasks missing ({', '.join(row.missing)}); no length score")
+            expected = len(_scored_tasks(row.length, {}))
+            notes.append(f"{row.label} is partial: {len(row.missing)} of {expected} tasks missing ({', '.join(row.missing)}); no length score")
+    notes.extend(small_notes)
 
     complete = {row.length: row.score for row in rows if row.score is not None}
     effective = effective_length(complete, threshold)  # type: ignore[arg-type]
@@ -852,13 +904,6 @@ def _short(value: Any, limit: int = 40) -> str:
     return text if len(text) <= limit else text[: limit - 1] + "…"
 
 
-def _normalized(key: str, value: Any) -> Any:
-    if key == "sources" and isinstance(value, dict):
-        # File paths differ between machines; the content hash is what matters.
-        return {name: (v.get("sha256") or v.get("fingerprint") if isinstance(v, dict) else v) for name, v in sorted(value.items())}
-    return value
-
-
 def _check_data(baseline: Run, candidate: Run, cells: Sequence[Cell]) -> tuple[list[str], list[str]]:
     """(mismatches that make scores incomparable, softer warnings)."""
     mismatches: dict[str, list[str]] = {}
@@ -866,13 +911,11 @@ def _check_data(baseline: Run, candidate: Run, cells: Sequence[Cell]) -> tuple[l
     no_provenance: list[str] = []
     for cell in cells:
         b, c = baseline.results[cell], candidate.results[cell]
-        if not b.provenance or not c.provenance:
+        if not b.provenance.recorded or not c.provenance.recorded:
             no_provenance.append(c.lm_eval_task)
             continue
-        for key in CHECKED_PROVENANCE:
-            vb, vc = _normalized(key, b.provenance.get(key)), _normalized(key, c.provenance.get(key))
-            if vb != vc:
-                mismatches.setdefault(key, []).append(f"{c.lm_eval_task}: baseline {_short(vb)}, candidate {_short(vc)}")
+        for key, (vb, vc) in b.provenance.differences(c.provenance).items():
+            mismatches.setdefault(key, []).append(f"{c.lm_eval_task}: baseline {_short(vb)}, candidate {_short(vc)}")
         if b.n is not None and c.n is not None and b.n != c.n:
             mismatches.setdefault("n-samples", []).append(f"{c.lm_eval_task}: baseline {b.n}, candidate {c.n}")
     for key in CHECKED_RUN_INFO:
@@ -893,7 +936,7 @@ def _check_data(baseline: Run, candidate: Run, cells: Sequence[Cell]) -> tuple[l
             f"lm_eval_version differs: baseline {baseline.info.get('lm_eval_version')}, "
             f"candidate {candidate.info.get('lm_eval_version')}"
         )
-    versions = {(baseline.results[c].provenance.get("plugin_version"), candidate.results[c].provenance.get("plugin_version")) for c in cells}
+    versions = {(baseline.results[c].provenance.plugin_version, candidate.results[c].provenance.plugin_version) for c in cells}
     if any(vb != vc for vb, vc in versions):
         warnings.append(f"plugin_version differs: {sorted(versions, key=str)[0]}")
     return problems, warnings
@@ -1260,6 +1303,31 @@ def _leaderboard_rows(tables: Sequence[Table]) -> tuple[list[str], list[list[str
     return header, rows
 
 
+def settings_text(run: Run | None) -> str:
+    """One line saying which data and run settings a run's results were made with."""
+    if run is None:
+        return ""
+    settings = run.info.get("settings") or {}
+    parts = []
+    if settings.get("num_samples") is not None:
+        parts.append(f"{settings['num_samples']} samples/task")
+    for name in ("profile", "seed"):
+        if settings.get(name) is not None:
+            parts.append(f"{name} {settings[name]}")
+    if settings.get("render_modes"):
+        parts.append("rendering " + "+".join(settings["render_modes"]))
+    if settings.get("model_template"):
+        parts.append(f"model template {settings['model_template']}")
+    if settings.get("system_instruction"):
+        parts.append("with a system instruction")
+    sweep = run.info.get("sweep_settings") or {}
+    if sweep.get("backend"):
+        parts.append(f"backend {sweep['backend']}")
+    if sweep.get("tasks") is not None:
+        parts.append(f"{len(sweep['tasks'])} task(s) per cell")
+    return "Settings: " + (", ".join(parts) if parts else "not recorded")
+
+
 def _breakdown_rows(table: Table) -> tuple[list[str], list[list[str]]]:
     header = ["", *(row.label for row in table.rows)]
     rows = [
@@ -1357,6 +1425,7 @@ def to_markdown(items: Items, *, title: str = "RULER report") -> str:
         ]
     for table in tables:
         out += [f"### {table.name}: by task and length", ""]
+        out += [settings_text(table.run), ""] if table.run is not None else []
         out += _md_table(*_breakdown_rows(table))
         out += [""] + [f"- {note}" for note in table.notes] + ([""] if table.notes else [])
     for comparison in comparisons:
@@ -1672,14 +1741,30 @@ def save_plots(items: Items, directory: str | Path) -> list[Path]:
     tables, comparisons, _ = _collect(items)
     directory = Path(directory)
     written: list[Path] = []
+    used: set[str] = set()
     score_tables = _score_tables(tables, comparisons)
     if score_tables:
-        written += plot_scores(score_tables, directory / "ruler_scores")
+        written += plot_scores(score_tables, directory / _unique_stem("ruler_scores", used))
     for comparison in comparisons:
-        written += plot_recovery_heatmap(comparison, directory / f"recovery_{_slug(comparison.candidate)}")
+        written += plot_recovery_heatmap(comparison, directory / _unique_stem(f"recovery_{_slug(comparison.candidate)}", used))
     for run in _runs_with_depths(tables, comparisons):
-        written += plot_depth_heatmap(run, directory / f"niah_depth_{_slug(run.name)}")
+        written += plot_depth_heatmap(run, directory / _unique_stem(f"niah_depth_{_slug(run.name)}", used))
     return written
+
+
+def _unique_stem(stem: str, used: set[str]) -> str:
+    """``stem``, or ``stem_2``, ``stem_3`` ... when an earlier plot of this call took it.
+
+    Runs are named by their labels, but two unlabelled runs of one model share a
+    name; a plot written earlier in the same call is never overwritten. Compared
+    case-insensitively, for case-insensitive file systems.
+    """
+    candidate, number = stem, 1
+    while candidate.casefold() in used:
+        number += 1
+        candidate = f"{stem}_{number}"
+    used.add(candidate.casefold())
+    return candidate
 
 
 # --------------------------------------------------------------------------- HTML
@@ -1806,6 +1891,8 @@ def to_html(items: Items, *, title: str = "RULER report", plots: bool | None = N
             parts.append('<ul class="warn">' + "".join(f"<li>{_h(w)}</li>" for w in comparison.warnings) + "</ul>")
     for table in tables:
         parts.append(f"<h3>{_h(table.name)}: by task and length</h3>")
+        if table.run is not None:
+            parts.append(f'<p class="note">{_h(settings_text(table.run))}</p>')
         parts.append(_html_table(*_breakdown_rows(table), cell_class=lambda i, j, v: "" if i == 1 else _score_class(i, j, v)))
         parts += [f'<p class="note">{_h(n)}</p>' for n in table.notes]
 

@@ -49,7 +49,6 @@ import os
 import shlex
 import socket
 import sys
-import tempfile
 import urllib.error
 import urllib.request
 from collections.abc import Iterable, Iterator, Sequence
@@ -57,12 +56,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import IO, Any
 
+from ._files import file_sha256, locked, write_atomically
 from .errors import DataSourceError
-
-try:  # POSIX; elsewhere downloads are still atomic, only not serialised.
-    import fcntl
-except ImportError:  # pragma: no cover - Windows
-    fcntl = None  # type: ignore[assignment]
 
 __all__ = [
     "CACHE_ENV",
@@ -447,35 +442,9 @@ def _timeout() -> float:
     return value
 
 
-def _umask() -> int:
-    """The process umask, read without changing it where possible (``os.umask`` is process-wide)."""
-    try:
-        for line in Path("/proc/self/status").read_text().splitlines():
-            if line.startswith("Umask:"):
-                return int(line.split()[1], 8)
-    except (OSError, ValueError, IndexError):
-        pass
-    mask = os.umask(0o022)
-    os.umask(mask)
-    return mask
-
-
-def _publish(tmp: str, target: Path) -> None:
-    """Give a ``mkstemp`` file (always 0600) ordinary permissions, then move it into place.
-
-    Caches are often shared between users of a cluster, so the files get the
-    permissions a plain ``open`` would have given them.
-    """
-    os.chmod(tmp, 0o666 & ~_umask())
-    os.replace(tmp, target)
-
-
 def _file_sha256(path: Path) -> str:
-    digest = hashlib.sha256()
-    with open(path, "rb") as handle:
-        while chunk := handle.read(_CHUNK):
-            digest.update(chunk)
-    return digest.hexdigest()
+    """A full hash of ``path`` (memoized while its size, times and inode stay the same)."""
+    return file_sha256(path)
 
 
 def _sidecar(target: Path) -> Path:
@@ -500,15 +469,7 @@ def _write_sidecar(target: Path, src: Source, st: os.stat_result) -> None:
     record = {"size": st.st_size, "mtime_ns": st.st_mtime_ns, "sha256": src.sha256}
     sidecar = _sidecar(target)
     try:
-        fd, tmp = tempfile.mkstemp(prefix=f".{sidecar.name}.", suffix=".tmp", dir=target.parent)
-        try:
-            with os.fdopen(fd, "w", encoding="utf-8") as handle:
-                json.dump(record, handle)
-            _publish(tmp, sidecar)
-        except BaseException:
-            with contextlib.suppress(OSError):
-                os.unlink(tmp)
-            raise
+        write_atomically(sidecar, lambda handle: handle.write(json.dumps(record).encode("utf-8")))
     except OSError as exc:
         logger.debug("cannot write %s: %s", sidecar, exc)
 
@@ -553,31 +514,9 @@ def _discard(target: Path, message: str) -> None:
 # --------------------------------------------------------------------------- writing
 
 
-@contextlib.contextmanager
-def _locked(target: Path) -> Iterator[None]:
-    """Hold an exclusive ``flock`` on ``<dir>/.<filename>.lock`` (blocking).
-
-    The lock file is never deleted: removing it could let two processes lock
-    different inodes. Where locking is impossible (no fcntl, read-only
-    directory) the body runs unlocked; writes stay atomic, only duplicate
-    downloads become possible.
-    """
-    if fcntl is None:
-        yield
-        return
-    lock_path = target.with_name(f".{target.name}.lock")
-    try:
-        handle: IO[bytes] = open(lock_path, "ab")  # noqa: SIM115 - held across the yield
-    except OSError as exc:
-        logger.debug("cannot open lock file %s (%s); continuing unlocked", lock_path, exc)
-        yield
-        return
-    with handle:
-        fcntl.flock(handle.fileno(), fcntl.LOCK_EX)
-        try:
-            yield
-        finally:
-            fcntl.flock(handle.fileno(), fcntl.LOCK_UN)
+def _locked(target: Path) -> contextlib.AbstractContextManager[None]:
+    """An exclusive ``flock`` on ``<dir>/.<filename>.lock`` (blocking; see ``_files.locked``)."""
+    return locked(target.with_name(f".{target.name}.lock"))
 
 
 def _part_prefix(target: Path) -> str:
@@ -598,26 +537,22 @@ class _FetchFailed(Exception):
 def _fetch(url: str, src: Source, target: Path) -> None:
     """Stream ``url`` into a temp file beside ``target``, check size and sha256, then ``os.replace``."""
     request = urllib.request.Request(url, headers={"User-Agent": "lm-eval-ruler (data download)", "Accept-Encoding": "identity"})
-    fd, tmp = tempfile.mkstemp(prefix=_part_prefix(target), suffix=".part", dir=target.parent)
-    try:
-        with os.fdopen(fd, "wb") as out:
-            try:
-                response = urllib.request.urlopen(request, timeout=_timeout())
-            except urllib.error.HTTPError as exc:
-                raise _FetchFailed(f"HTTP {exc.code} {exc.reason}") from None
-            except urllib.error.URLError as exc:
-                raise _FetchFailed(f"cannot connect: {exc.reason}") from None
-            except (OSError, http.client.HTTPException, ValueError) as exc:
-                raise _FetchFailed(f"cannot connect: {exc!r}") from None
-            with response:
-                _copy_verified(response, out, src, _announced_length(response))
-            out.flush()
-            os.fsync(out.fileno())
-        _publish(tmp, target)
-    except BaseException:
-        with contextlib.suppress(OSError):
-            os.unlink(tmp)
-        raise
+
+    def stream(out: IO[bytes]) -> None:
+        try:
+            response = urllib.request.urlopen(request, timeout=_timeout())
+        except urllib.error.HTTPError as exc:
+            raise _FetchFailed(f"HTTP {exc.code} {exc.reason}") from None
+        except urllib.error.URLError as exc:
+            raise _FetchFailed(f"cannot connect: {exc.reason}") from None
+        except (OSError, http.client.HTTPException, ValueError) as exc:
+            raise _FetchFailed(f"cannot connect: {exc!r}") from None
+        with response:
+            _copy_verified(response, out, src, _announced_length(response))
+
+    # The temporary file is .<filename>.<random>.part (what _cleanup_parts removes), fsync'ed,
+    # given ordinary permissions (caches are shared) and renamed only after size and hash match.
+    write_atomically(target, stream, suffix=".part")
     _write_sidecar(target, src, target.stat())
     logger.info("downloaded %s from %s", src.filename, url)
 
@@ -709,24 +644,19 @@ def _install(origin: Path, src: Source, cache: str | os.PathLike[str] | None) ->
         if _problem(src, target) is None:
             return target  # already there (or origin *is* the cached file)
         _cleanup_parts(target)
-        fd, tmp = tempfile.mkstemp(prefix=_part_prefix(target), suffix=".part", dir=target.parent)
-        try:
+
+        def copy(out: IO[bytes]) -> None:
             digest = hashlib.sha256()
             copied = 0
-            with os.fdopen(fd, "wb") as out, open(origin, "rb") as handle:
+            with open(origin, "rb") as handle:
                 while chunk := handle.read(_CHUNK):
                     digest.update(chunk)
                     out.write(chunk)
                     copied += len(chunk)
-                out.flush()
-                os.fsync(out.fileno())
             if copied != src.size or digest.hexdigest() != src.sha256:
                 raise DataSourceError(f"{origin} changed while it was being imported; try again")
-            _publish(tmp, target)
-        except BaseException:
-            with contextlib.suppress(OSError):
-                os.unlink(tmp)
-            raise
+
+        write_atomically(target, copy, suffix=".part")
         _write_sidecar(target, src, target.stat())
     logger.info("imported %s as %s", origin, target)
     return target

@@ -36,7 +36,6 @@ import site
 import socket
 import subprocess
 import sys
-import tempfile
 import threading
 import time
 from collections.abc import Callable, Mapping, Sequence
@@ -45,9 +44,12 @@ from importlib import metadata as importlib_metadata
 from pathlib import Path
 from typing import Any
 
+from ._cell_settings import CellSettings, describe_differences
+from ._files import write_json_atomically
 from ._tasks import (
     CUSTOM_LENGTH,
     CUSTOM_LENGTH_KEY,
+    DATA_VERSION,
     DEFAULT_NUM_SAMPLES,
     DEFAULT_PROFILE,
     DEFAULT_SEED,
@@ -60,6 +62,7 @@ from ._tasks import (
     task_spec,
 )
 from .errors import BudgetError, ConfigurationError
+from .provenance import Provenance
 
 __all__ = [
     "BACKENDS",
@@ -173,8 +176,11 @@ class SweepConfig:
     lm_eval_args: tuple[str, ...] = ()
     python: str = field(default_factory=lambda: sys.executable)
     progress: bool = True
-    #: Print the per-model table at the end (when ``lm_eval_ruler.report`` is available).
+    #: Print the per-model table at the end.
     report: bool = True
+    #: Move cells made with other settings aside (to ``<output>/.replaced/<time>/``) and run them
+    #: again, instead of refusing to start.
+    replace: bool = False
 
 
 @dataclass
@@ -463,6 +469,32 @@ def _config_window(model: str, model_args: Mapping[str, Any]) -> tuple[int | Non
     return window, source
 
 
+#: The module each backend needs in the child's Python, and how to install it.
+BACKEND_REQUIREMENTS = {
+    "vllm": ("vllm", "pip install 'lm-eval-ruler[vllm]'"),
+    "hf": ("torch", "pip install 'lm-eval-ruler[hf]' (on a CPU machine install torch from its CPU index first)"),
+}
+
+
+def _check_backend(resolved: _Resolved) -> None:
+    """Refuse before any data or cell work when the child's Python lacks the backend's package."""
+    requirement = BACKEND_REQUIREMENTS.get(resolved.backend)
+    if requirement is None:
+        return
+    module, install = requirement
+    probe = f"import importlib.util, sys; sys.exit(0 if importlib.util.find_spec({module!r}) else 3)"
+    python = resolved.config.python
+    try:
+        found = subprocess.run([python, "-c", probe], check=False, capture_output=True, timeout=120).returncode == 0
+    except (OSError, subprocess.SubprocessError) as exc:
+        raise ConfigurationError(f"cannot run the cells' Python {python}: {exc}") from None
+    if not found:
+        raise ConfigurationError(
+            f"the {resolved.backend} backend needs the {module!r} package, which {python} cannot import: {install}, "
+            "or choose another --backend. Nothing was run."
+        )
+
+
 def _check_windows(resolved: _Resolved, cells: list[Cell], say: Callable[[str], None]) -> dict[str, tuple[int | None, str]]:
     """Refuse (before anything runs) every length a model cannot serve."""
     windows: dict[str, tuple[int | None, str]] = {}
@@ -489,6 +521,85 @@ def _check_windows(resolved: _Resolved, cells: list[Cell], say: Callable[[str], 
             "pass the scaling with --hf-overrides or the served window with --max-window N. Nothing was run."
         )
     return windows
+
+
+# --------------------------------------------------------------------------------------------
+# settings: a finished cell is reused only when it was made with the current settings
+
+REPLACED_DIR = ".replaced"
+
+
+def cell_settings(resolved: _Resolved, model: str) -> CellSettings:
+    """The settings every cell of ``model`` runs with in this invocation."""
+    config = resolved.config
+    return CellSettings(
+        tasks=resolved.tasks,
+        num_samples=config.num_samples,
+        profile=config.profile,
+        seed=config.seed,
+        apply_chat_template=config.apply_chat_template,
+        system_instruction=config.system_instruction,
+        backend=resolved.backend,
+        model_args=_base_model_args(resolved, model),
+        lm_eval_args=tuple(config.lm_eval_args),
+        data_version=DATA_VERSION,
+        task_versions={task: TASKS[task].version for task in resolved.tasks},
+    )
+
+
+def _recorded_settings(state: Mapping[str, Any]) -> CellSettings | None:
+    recorded = state.get("settings")
+    return CellSettings.from_dict(recorded) if isinstance(recorded, Mapping) else None
+
+
+def _settings_conflicts(resolved: _Resolved) -> list[tuple[Path, str, dict[str, tuple[Any, Any]]]]:
+    """Cells in the output folder (finished, or running elsewhere) made with other settings than this run's.
+
+    Every cell of the folder is checked, not only this grid's: the report reads the
+    whole folder, so a cell of another length or model made with other settings
+    would be mixed in just the same. A failed cell holds no results and is rerun anyway.
+    """
+    current = {model_slug(model): cell_settings(resolved, model) for model in resolved.config.models}
+    some = next(iter(current.values()))
+    conflicts = []
+    for state_path in _cell_files(resolved.output):
+        state = _read_json(state_path) or {}
+        if state.get("status") not in ("done", "running"):
+            continue
+        slug = state_path.parent.parent.name
+        label = f"{state.get('model', slug)} @ {state_path.parent.name}"
+        recorded = _recorded_settings(state)
+        if recorded is None:
+            conflicts.append((state_path.parent, label, {"settings": ("not recorded (an older lm-eval-ruler)", "recorded")}))
+            continue
+        mine = current.get(slug)
+        differences = recorded.differences(mine if mine is not None else some, same_model=mine is not None)
+        if differences:
+            conflicts.append((state_path.parent, label, differences))
+    return conflicts
+
+
+def _check_settings(resolved: _Resolved, say: Callable[[str], None]) -> None:
+    """Refuse to mix results of different settings in one folder, or with ``replace`` move the old cells aside."""
+    conflicts = _settings_conflicts(resolved)
+    if not conflicts:
+        return
+    summary = describe_differences((label, differences) for _, label, differences in conflicts)
+    if not resolved.config.replace:
+        raise ConfigurationError(
+            f"refusing to start: {resolved.output} holds {len(conflicts)} cell(s) made with other settings, whose "
+            f"results would be reported as this run's: {summary}. Rerun with --replace to move those cells to "
+            f"{resolved.output / REPLACED_DIR}/<time>/ and evaluate them again, or write to another --output. Nothing was run."
+        )
+    if resolved.config.dry_run:
+        say(f"--replace would move {len(conflicts)} cell(s) made with other settings aside: {summary}")
+        return
+    archive = resolved.output / REPLACED_DIR / _dt.datetime.now().strftime("%Y%m%dT%H%M%S")
+    for directory, label, _ in conflicts:
+        target = archive / directory.relative_to(resolved.output)
+        target.parent.mkdir(parents=True, exist_ok=True)
+        os.replace(directory, target)
+    say(f"moved {len(conflicts)} cell(s) made with other settings to {archive} ({summary})")
 
 
 # --------------------------------------------------------------------------------------------
@@ -537,23 +648,6 @@ def _window_args(backend: str, window: int) -> dict[str, int]:
     return {"max_length": window}
 
 
-_DATASET_KEYS = (
-    "cache_key",
-    "tokenizer",
-    "tokenizer_fingerprint",
-    "chat_template_fingerprint",
-    "render_modes",
-    "profile",
-    "seed",
-    "num_samples",
-    "prompt_tokens",
-    "data_version",
-    "wonderwords",
-    "sources",
-    "plugin_version",
-)
-
-
 def _prepare(resolved: _Resolved, cell: Cell, memo: dict[Any, dict[str, Any]]) -> None:
     """Generate or load the cell's datasets as the child will, size the window, build the command."""
     from ._dataset import build_dataset
@@ -568,18 +662,24 @@ def _prepare(resolved: _Resolved, cell: Cell, memo: dict[Any, dict[str, Any]]) -
     for task in cell.tasks:
         key = (options, task, cell.tokens)
         if key not in memo:
-            generated = build_dataset(task, cell.tokens, options)
-            summary = {k: generated.info[k] for k in _DATASET_KEYS if k in generated.info}
-            summary["from_cache"] = generated.from_cache
+            # A dry run generates nothing (it must work before data files are downloaded).
+            generated = build_dataset(task, cell.tokens, options, cached_only=config.dry_run)
+            if generated is None:
+                continue
+            summary = Provenance.from_dataset(generated.info, generated.from_cache).to_dict()
             summary["docs"] = len(generated.docs)
             summary["longest_prompt_plus_answer"] = max(doc["length"] for doc in generated.docs)
             del generated
             memo[key] = summary
         cell.datasets[task] = memo[key]
-    cell.needed = max(summary["longest_prompt_plus_answer"] for summary in cell.datasets.values())
-    if cell.needed > cell.tokens:  # the generators guarantee this never happens
-        raise BudgetError(f"{cell.label}: a generated prompt + answer is {cell.needed} tokens, over the length {cell.tokens}")
-    cell.window = cell.tokens if config.window == "length" else cell.needed
+    if len(cell.datasets) < len(cell.tasks):  # a dry run without cached data: the window is the length
+        cell.needed = None
+        cell.window = cell.tokens
+    else:
+        cell.needed = max(summary["longest_prompt_plus_answer"] for summary in cell.datasets.values())
+        if cell.needed > cell.tokens:  # the generators guarantee this never happens
+            raise BudgetError(f"{cell.label}: a generated prompt + answer is {cell.needed} tokens, over the length {cell.tokens}")
+        cell.window = cell.tokens if config.window == "length" else cell.needed
     cell.model_args = {**base_args, **_window_args(resolved.backend, cell.window)}
     cell.metadata = metadata
     cell.command = _command(resolved, cell)
@@ -616,21 +716,6 @@ def _command(resolved: _Resolved, cell: Cell) -> list[str]:
 
 def _now() -> str:
     return _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds")
-
-
-def _write_json_atomic(path: Path, data: Mapping[str, Any]) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, temp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    try:
-        with os.fdopen(fd, "w", encoding="utf-8") as handle:
-            json.dump(data, handle, indent=2, sort_keys=False, default=str)
-            handle.write("\n")
-            handle.flush()
-            os.fsync(handle.fileno())
-        os.replace(temp, path)
-    except BaseException:
-        Path(temp).unlink(missing_ok=True)
-        raise
 
 
 def _read_json(path: Path) -> dict[str, Any] | None:
@@ -767,6 +852,7 @@ def _manifest(resolved: _Resolved, cell: Cell, model_window: tuple[int | None, s
         "seeds": {"ruler_seed": config.seed, "lm_eval_seed": LM_EVAL_DEFAULT_SEEDS},
         "apply_chat_template": config.apply_chat_template,
         "system_instruction": config.system_instruction,
+        "settings": cell_settings(resolved, cell.model).to_dict(),
         "window": {
             "served": cell.window,
             "policy": config.window,
@@ -876,13 +962,14 @@ def _run_cell(
         "exit_code": None,
         "command": cell.command,
         "command_line": shlex.join(cell.command),
+        "settings": cell_settings(resolved, cell.model).to_dict(),
         "window": cell.window,
         "results_file": None,
         "log_file": LOG_FILE,
         "manifest": MANIFEST_FILE,
         "message": "",
     }
-    _write_json_atomic(state_path, state)
+    write_json_atomically(state_path, state)
     with open(log_path, "ab") as log:
         log.write(f"\n===== {_now()} attempt {state['attempt']}: {state['command_line']}\n".encode())
         log.flush()
@@ -896,7 +983,7 @@ def _run_cell(
             preexec_fn=_pdeathsig(),  # noqa: PLW1509 - one prctl call, resolved before the fork
         )
     state["pid"] = process.pid
-    _write_json_atomic(state_path, state)
+    write_json_atomically(state_path, state)
     message = ""
     try:
         while True:
@@ -913,12 +1000,12 @@ def _run_cell(
                     message = f"killed after the --cell-timeout of {config.cell_timeout:g} s"
                     break
                 state["heartbeat"] = _now()
-                _write_json_atomic(state_path, state)
+                write_json_atomically(state_path, state)
     except BaseException:
         _kill_group(process)
         state.update(status="failed", exit_code=process.returncode, finished=_now(), seconds=round(time.time() - started, 1),
                      message="interrupted: the sweep was stopped while this cell ran")  # fmt: skip
-        _write_json_atomic(state_path, state)
+        write_json_atomically(state_path, state)
         raise
     seconds = time.time() - started
     results = _find_results(cell.directory, started) if exit_code == 0 and not message else None
@@ -937,7 +1024,7 @@ def _run_cell(
         results_path=None if results is None else str(results),
         message=message,
     )
-    _write_json_atomic(state_path, state)
+    write_json_atomically(state_path, state)
     if status == "failed":
         tail = _tail(log_path)
         say(f"FAILED {cell.label} ({message}); last lines of {log_path}:\n{tail}")
@@ -964,25 +1051,68 @@ def load_sweep(output: str | os.PathLike[str]) -> dict[str, Any]:
     from . import report
 
     found: list[tuple[int, str, Path]] = []
+    settings: dict[str, tuple[str, CellSettings | None]] = {}
     for state_path in _cell_files(Path(output)):
         state = _read_json(state_path)
         if not state or state.get("status") != "done":
             continue
         results = _results_path(state_path.parent, state)
         if results is not None:
-            found.append((int(state.get("cell_index", 1 << 30)), str(state.get("model")), results))
+            model = str(state.get("model"))
+            found.append((int(state.get("cell_index", 1 << 30)), model, results))
+            settings[model] = _same_settings(settings.get(model), f"{model} @ {state_path.parent.name}", _recorded_settings(state))
+    _check_folder_settings(output, settings)
     runs: dict[str, Any] = {}
     for _, model, results in sorted(found, key=lambda item: (item[0], item[1], str(item[2]))):
         part = report.load_run(results, name=model)
         if model not in runs:
+            recorded = settings[model][1]
+            info = {**part.info, "sweep_settings": None if recorded is None else recorded.to_dict()}
             runs[model] = report.Run(name=model, path=Path(output), files=(), results={}, samples={},
-                                     info=dict(part.info), warnings=[])  # fmt: skip
+                                     info=info, warnings=[])  # fmt: skip
         run = runs[model]
         run.files = (*run.files, *part.files)
         run.results.update(part.results)
         run.samples.update(part.samples)
         run.warnings.extend(part.warnings)
     return runs
+
+
+def _same_settings(
+    seen: tuple[str, CellSettings | None] | None, label: str, recorded: CellSettings | None
+) -> tuple[str, CellSettings | None]:
+    """The settings shared by one model's cells so far; a cell that disagrees is a mixed folder."""
+    from .errors import ReportError
+
+    if seen is None:
+        return label, recorded
+    first, expected = seen
+    if (expected is None) != (recorded is None):
+        raise ReportError(
+            f"{first} and {label} cannot be reported together: one recorded its settings and the other "
+            "(made by an older lm-eval-ruler) did not; rerun the older one with `lm-eval-ruler sweep ... --replace`"
+        )
+    if expected is not None and recorded is not None and expected.differences(recorded):
+        raise ReportError(
+            f"{first} and {label} were made with different settings: "
+            f"{describe_differences([(label, expected.differences(recorded))])}; "
+            "rerun with the same settings (`lm-eval-ruler sweep ... --replace`) or report them as separate folders"
+        )
+    return seen
+
+
+def _check_folder_settings(output: str | os.PathLike[str], settings: Mapping[str, tuple[str, CellSettings | None]]) -> None:
+    """The models of one folder may differ in their own arguments only (see ``CellSettings``)."""
+    from .errors import ReportError
+
+    recorded = [(label, value) for label, value in settings.values() if value is not None]
+    for label, value in recorded[1:]:
+        differences = recorded[0][1].differences(value, same_model=False)
+        if differences:
+            raise ReportError(
+                f"{output} mixes experiments: {recorded[0][0]} and {label} were made with different settings: "
+                f"{describe_differences([(label, differences)])}; their scores are not comparable side by side"
+            )
 
 
 def _report_table(output: Path, say: Callable[[str], None]) -> str | None:
@@ -1030,6 +1160,9 @@ def run_sweep(config: SweepConfig, *, echo: Callable[[str], None] | None = None)
     cells = [cell for cell in all_cells if cell.index % shard[1] == shard[0]]
     shard_label = f" (shard {shard[0]}/{shard[1]}: {len(cells)} of {len(all_cells)} cells)" if shard[1] > 1 else ""
     windows = _check_windows(resolved, all_cells, say)  # every shard refuses the same grid
+    if not config.dry_run:
+        _check_backend(resolved)
+    _check_settings(resolved, say)
 
     states = {cell.index: _read_json(cell.directory / CELL_FILE) for cell in cells}
     kinds = {cell.index: _classify(cell.directory, states[cell.index]) for cell in cells}
@@ -1047,14 +1180,16 @@ def run_sweep(config: SweepConfig, *, echo: Callable[[str], None] | None = None)
         cached = sum(info["from_cache"] for info in cell.datasets.values())
         say(
             f"data {number}/{len(pending)} {cell.label}: {len(cell.datasets)} dataset(s) ({cached} cached) in "
-            f"{_format_seconds(time.time() - started)}; longest prompt + answer {cell.needed} -> window {cell.window}"
+            f"{_format_seconds(time.time() - started)}; longest prompt + answer {cell.needed or '?'} -> window {cell.window}"
         )
 
     outcomes: dict[int, CellOutcome] = {}
     if config.dry_run:
         for cell in cells:
             note = " (done: would be skipped)" if kinds[cell.index] == "done" else ""
-            print(f"# cell {cell.index} {cell.label}{note}: window {cell.window}, longest prompt + answer {cell.needed}")
+            sizing = (f"longest prompt + answer {cell.needed}" if cell.needed is not None
+                      else "data not cached yet: a real run sizes the window from the generated prompts")  # fmt: skip
+            print(f"# cell {cell.index} {cell.label}{note}: window {cell.window}, {sizing}")
             print(shlex.join(cell.command), flush=True)
             outcomes[cell.index] = CellOutcome(cell.model, cell.length, cell.directory, "planned", command=cell.command)
         return SweepResult(resolved.output, shard, [outcomes[cell.index] for cell in cells])
@@ -1102,7 +1237,7 @@ def run_sweep(config: SweepConfig, *, echo: Callable[[str], None] | None = None)
             if gpu is None:
                 gpu = _gpu_info(config.python, env)
             cell.directory.mkdir(parents=True, exist_ok=True)
-            _write_json_atomic(cell.directory / MANIFEST_FILE, _manifest(resolved, cell, windows[cell.model], gpu))
+            write_json_atomically(cell.directory / MANIFEST_FILE, _manifest(resolved, cell, windows[cell.model], gpu))
             say(
                 f"run  {cell.label}: {len(cell.lm_eval_tasks)} lm-eval task(s) {','.join(cell.lm_eval_tasks)}, "
                 f"window {cell.window}; "
@@ -1198,7 +1333,11 @@ def add_arguments(parser: argparse.ArgumentParser) -> argparse.ArgumentParser:
     run.add_argument("--window", choices=WINDOW_POLICIES, default="tight",
                      help="max_model_len/max_length per cell: the longest prompt + answer (tight, default) or the length")
     run.add_argument("--shard", default="0/1", help="i/n: run only the cells with index %% n == i")
-    run.add_argument("--dry-run", action="store_true", help="prepare the data and print the commands; run nothing")
+    run.add_argument("--dry-run", action="store_true",
+                     help="print the commands; run nothing (uses cached data to size windows, generates none)")
+    run.add_argument("--replace", action="store_true",
+                     help="cells in --output made with other settings (samples, tasks, seed, model args ...) are moved "
+                     "to OUTPUT/.replaced/<time>/ and run again; without it the sweep refuses to mix them")
     run.add_argument("--cache-dir", help="plugin cache (default $LM_EVAL_RULER_CACHE or ~/.cache/lm-eval-ruler)")
     run.add_argument("--offline", action="store_true", help="never download data files")
     run.add_argument("--log-samples", action=argparse.BooleanOptionalAction, default=True,
@@ -1250,6 +1389,7 @@ def config_from_args(args: argparse.Namespace) -> SweepConfig:
         lm_eval_args=tuple(shlex.split(args.lm_eval_args)),
         progress=args.progress,
         report=args.report,
+        replace=args.replace,
     )
 
 

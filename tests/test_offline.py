@@ -65,7 +65,7 @@ def test_cache_commands(llama3_tokenizer: str, tmp_path: Path, capsys: pytest.Ca
     build_dataset("niah_single_1", 2048, DatasetOptions(tokenizer=llama3_tokenizer, num_samples=2, cache_dir=cache))
     assert main(["cache", "ls", "--cache-dir", cache]) == 0
     assert "niah_single_1" in capsys.readouterr().out
-    assert main(["cache", "clear", "--cache-dir", cache]) == 0
+    assert main(["cache", "clear", "--all", "--cache-dir", cache]) == 0
     assert "removed 1" in capsys.readouterr().out
     assert main(["generate", "--tokenizer", llama3_tokenizer, "--tasks", "niah_single_1", "--lengths", "2k", "--num-samples", "2", "--cache-dir", cache]) == 0
     assert main(["cache", "ls", "--cache-dir", cache]) == 0

@@ -172,6 +172,29 @@ def test_merge_skips_other_model_args(tmp_path: Path):
     assert len(load_run(newest).results) == 39
 
 
+def test_merge_skips_a_file_made_with_other_ruler_settings(tmp_path: Path):
+    """A rerun into the same --output_path with other settings never mixes its tasks with the old run's."""
+    folder = copy_run(LLAMA, tmp_path / "run")
+    newest = sorted(folder.glob("results_*.json"))[-1]
+    smoke = folder / "results_2025-02-01T12-00-00.000000.json"
+    data = json.loads(newest.read_text())
+    for config in data["configs"].values():
+        if "ruler" in (config.get("metadata") or {}):
+            config["metadata"]["ruler"]["num_samples"] = 2
+    smoke.write_text(json.dumps(data))
+    run = load_run(folder)
+    assert smoke in run.files and newest not in run.files
+    assert run.info["settings"]["num_samples"] == 2
+    assert any("RULER settings (num_samples 500 vs 2)" in w for w in run.warnings), run.warnings
+    assert "Settings: 2 samples/task, profile reference, seed 42, rendering raw+chat" in to_markdown(ruler_table(run))
+    # One file whose tasks disagree is a hand-merged file: refused, naming the setting.
+    first = next(config for config in data["configs"].values() if "ruler" in (config.get("metadata") or {}))
+    first["metadata"]["ruler"]["seed"] = 7
+    smoke.write_text(json.dumps(data))
+    with pytest.raises(ReportError, match="different settings \\(seed"):
+        load_run(folder)
+
+
 # --------------------------------------------------------------------------- (c) paired bootstrap vs analytic
 
 

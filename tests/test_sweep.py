@@ -137,6 +137,70 @@ def test_second_invocation_skips_finished_cells(sharded: dict[str, Any]):
     assert after == before
 
 
+@pytest.mark.parametrize(
+    ("overrides", "named"),
+    [
+        ({"num_samples": 3}, "num_samples 2 (now 3)"),
+        ({"tasks": (*TASKS, "vt")}, "tasks niah_single_1,niah_multikey_2 (now niah_single_1,niah_multikey_2,vt)"),
+        ({"seed": 7}, "seed 42 (now 7)"),
+        ({"model_args": {"tokenizer": "other"}}, "model_args"),
+        ({"lengths": ("4k",), "profile": "2024"}, "profile 'reference' (now '2024')"),  # cells outside the grid count too
+    ],
+)
+def test_rerun_with_other_settings_refuses_before_running_anything(
+    sharded: dict[str, Any], tmp_path: Path, overrides: dict[str, Any], named: str
+):
+    output = tmp_path / "out"
+    shutil.copytree(sharded["output"], output)
+    before = sorted((p, p.read_bytes()) for p in output.rglob("*") if p.is_file())
+    config = dummy_config(sharded["tokenizer"], output, sharded["cache"], **overrides)
+    with pytest.raises(ConfigurationError) as error:
+        run_sweep(config)
+    message = str(error.value)
+    assert named in message and "--replace" in message and "Nothing was run" in message
+    assert sorted((p, p.read_bytes()) for p in output.rglob("*") if p.is_file()) == before
+
+
+def test_replace_moves_old_cells_aside_and_evaluates_the_new_settings(sharded: dict[str, Any], tmp_path: Path):
+    output = tmp_path / "out"
+    shutil.copytree(sharded["output"], output)
+    old_results = {length: cell_state(output, length)["results_file"] for length in ("1k", "2k")}
+    result = run_sweep(dummy_config(sharded["tokenizer"], output, sharded["cache"], num_samples=3, replace=True))
+    assert result.launched == 2 and result.ok and [c.status for c in result.cells] == ["done", "done"]
+    for length in ("1k", "2k"):
+        state = cell_state(output, length)
+        assert state["settings"]["num_samples"] == 3 and state["attempt"] == 1
+        [archived] = (output / sweep.REPLACED_DIR).glob(f"*/fake__model/{length}")
+        assert json.loads((archived / CELL_FILE).read_text())["settings"]["num_samples"] == 2
+        assert (archived / old_results[length]).is_file()  # nothing lost
+    [(name, run)] = load_sweep(output).items()
+    assert run.info["settings"]["num_samples"] == 3 and run.info["sweep_settings"]["num_samples"] == 3
+    assert {result.n for result in run.results.values()} == {3}
+    # The same settings again: everything is skipped, nothing refused.
+    again = run_sweep(dummy_config(sharded["tokenizer"], output, sharded["cache"], num_samples=3))
+    assert again.launched == 0 and [c.status for c in again.cells] == ["skipped", "skipped"]
+
+
+def test_report_refuses_a_folder_whose_cells_disagree(sharded: dict[str, Any], tmp_path: Path):
+    from lm_eval_ruler import report
+    from lm_eval_ruler.cli import main as cli_main
+
+    output = tmp_path / "out"
+    shutil.copytree(sharded["output"], output)
+    [(_, run)] = load_sweep(output).items()
+    text = report.to_markdown(report.ruler_table(run))
+    assert "Settings: 2 samples/task, profile reference, seed 42, rendering raw, backend dummy, 2 task(s) per cell" in text
+
+    path = output / "fake__model" / "2k" / CELL_FILE
+    state = json.loads(path.read_text())
+    state["settings"]["seed"] = 7
+    path.write_text(json.dumps(state))
+    with pytest.raises(report.ReportError, match="different settings: seed 42 \\(now 7\\)"):
+        load_sweep(output)
+    assert cli_main(["report", str(output)]) == 2
+    assert cli_main(["compare", "--baseline", str(output), "--candidate", str(output)]) == 2
+
+
 def test_stale_running_cell_is_rerun_and_finished_one_is_not(sharded: dict[str, Any], tmp_path: Path):
     output = tmp_path / "out"
     shutil.copytree(sharded["output"], output)  # cell.json paths are relative: the copy is still resumable

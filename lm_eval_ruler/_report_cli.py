@@ -166,7 +166,11 @@ def add_report_commands(subparsers: Any) -> None:
 
 
 def _load(spec: str) -> list[Any]:
-    """Runs named by one argument: a results folder, ``LABEL=PATH``, or a sweep output (one run per model)."""
+    """Runs named by one argument: a results folder, ``LABEL=PATH``, or a sweep output (one run per model).
+
+    A label names the runs of a sweep folder too: ``LABEL`` for a folder with one
+    model, ``LABEL/<model>`` for each model of a folder with several.
+    """
     from .report import load_run
     from .sweep import is_sweep_folder, load_sweep
 
@@ -174,8 +178,19 @@ def _load(spec: str) -> list[Any]:
     if not (sep and label and not Path(spec).exists()):
         label, path = "", spec
     if is_sweep_folder(path):
-        return list(load_sweep(path).values())
+        return _labelled(list(load_sweep(path).values()), label)
     return [load_run(path, name=label) if label else load_run(path)]
+
+
+def _labelled(runs: list[Any], label: str) -> list[Any]:
+    """``runs`` (one per model of a sweep folder) renamed after the user's label, when there is one."""
+    import dataclasses
+
+    if not label:
+        return runs
+    if len(runs) == 1:
+        return [dataclasses.replace(runs[0], name=label)]
+    return [dataclasses.replace(run, name=f"{label}/{run.name}") for run in runs]
 
 
 def _render(items: list[Any], fmt: str, title: str | None) -> str:

@@ -64,6 +64,8 @@ class TaskSpec:
     #: lm-eval task ``version``; bump when this task's data or scoring changes.
     version: int = 1
     description: str = ""
+    #: Smallest length (tokens) whose groups include this task; see ``tasks_fitting``.
+    min_group_length: int = 0
 
     def task_name(self, length: str) -> str:
         return f"{PREFIX}_{self.name}_{length}"
@@ -73,6 +75,23 @@ def _niah(name: str, description: str, **params: Any) -> TaskSpec:
     defaults = {"num_needle_k": 1, "num_needle_v": 1, "num_needle_q": 1, "type_needle_k": "words", "type_needle_v": "numbers"}
     return TaskSpec(name, "niah", "retrieval", 128, "all", MappingProxyType(defaults | params), description=description)
 
+
+#: Which tasks the groups of a short length hold. A task's smallest haystack has a fixed size (essay
+#: NIAH 500 words, CWE 10 words x 30 + a few-shot example, VT 5 noise blocks + its example, QA 10
+#: documents), and below it a sample cannot fit: the task's own ``ruler_<task>_<len>`` config refuses
+#: with a BudgetError, and a group holding it would lose every other task of the run. Measured smallest
+#: length (prompt + answer tokens, worst of 20 samples; Llama-3 128K vocab / SmolLM2 49K / Mistral 32K
+#: SentencePiece, raw and chat rendering): NIAH single_1 320-374, multikey_2 302-354, multikey_3
+#: 562-781, single_2/3 786-887, multikey_1 838-925, multivalue 841-931, multiquery 864-953; VT
+#: 765-832; CWE 719-876; FWE fits at 256; qa_squad 1,004-1,148 and qa_hotpot 787-917 on the small
+#: test files. So at 1k (1024) the 11 non-QA tasks fit with >= 71 tokens (7%) to spare, and at 2k
+#: with over 1,000. QA is left out below 4k: its minimum is 10 whole documents; the test files'
+#: paragraphs average 86 (SQuAD) and 66 (HotpotQA) Llama-3 tokens, a real SQuAD paragraph (~120
+#: words) about twice that, which puts 10 real documents near 2k; and a HotpotQA sample that
+#: overflows steps back 10 documents, below its own 10 paragraphs, and fails unless the task's size is
+#: at least 20 documents (RULER sizes QA for >= 4K, ruler-spec §5.5). Rule: a task is in the groups
+#: at a length only if its worst measured minimum leaves a margin at that length (QA: from 4k).
+QA_MIN_GROUP_LENGTH = 4096
 
 #: The 13 tasks, in NVIDIA's order (``scripts/config_tasks.sh``).
 TASKS: Mapping[str, TaskSpec] = MappingProxyType(
@@ -128,6 +147,7 @@ TASKS: Mapping[str, TaskSpec] = MappingProxyType(
                 "part",
                 MappingProxyType({"dataset": "squad"}),
                 description="Single-hop QA: SQuAD 2.0 dev questions among distractor paragraphs",
+                min_group_length=QA_MIN_GROUP_LENGTH,
             ),
             TaskSpec(
                 "qa_hotpot",
@@ -137,6 +157,7 @@ TASKS: Mapping[str, TaskSpec] = MappingProxyType(
                 "part",
                 MappingProxyType({"dataset": "hotpotqa"}),
                 description="Multi-hop QA: HotpotQA dev-distractor questions among distractor paragraphs",
+                min_group_length=QA_MIN_GROUP_LENGTH,
             ),
         )
     }
@@ -159,27 +180,41 @@ class GroupSpec:
     description: str
 
 
+def tasks_fitting(tokens: int | None) -> tuple[str, ...]:
+    """The RULER tasks (in table order) that the groups hold at a length of ``tokens``.
+
+    All 13 from 4K up; below, only those whose smallest prompt fits with a margin
+    (see ``QA_MIN_GROUP_LENGTH``). ``None`` (the ``custom`` length, unknown until
+    run time) gives all 13: the user chose the length, and a task too long for it
+    says so.
+    """
+    return tuple(name for name, spec in TASKS.items() if tokens is None or tokens >= spec.min_group_length)
+
+
 def length_groups(length: str) -> tuple[GroupSpec, ...]:
-    """The groups defined at one length, largest first."""
-    all_tasks = tuple(spec.task_name(length) for spec in TASKS.values())
-    return (
-        GroupSpec(f"{PREFIX}_{length}", all_tasks, f"RULER score at {length}: mean of the 13 task scores"),
-        GroupSpec(
-            f"{PREFIX}_niah_{length}",
-            tuple(TASKS[t].task_name(length) for t in CATEGORIES["retrieval"]),
-            f"Retrieval at {length}: mean of the 8 NIAH tasks",
-        ),
-        GroupSpec(
-            f"{PREFIX}_aggregation_{length}",
-            tuple(TASKS[t].task_name(length) for t in CATEGORIES["aggregation"]),
-            f"Aggregation at {length}: mean of cwe and fwe",
-        ),
-        GroupSpec(
-            f"{PREFIX}_qa_{length}",
-            tuple(TASKS[t].task_name(length) for t in CATEGORIES["qa"]),
-            f"QA at {length}: mean of qa_squad and qa_hotpot",
-        ),
+    """The groups defined at one length, largest first; a category whose tasks do not all fit is left out."""
+    fitting = tasks_fitting(None if length == CUSTOM_LENGTH else length_tokens(length))
+    left_out = [name for name in TASKS if name not in fitting]
+    if left_out:
+        needed = min(TASKS[name].min_group_length for name in left_out)
+        needed_name = next((name for name, tokens in LENGTHS.items() if tokens == needed), str(needed))
+        overall = (
+            f"RULER score at {length}: mean of the {len(fitting)} tasks that fit at this length "
+            f"({', '.join(left_out)} need {needed_name} or more), not RULER's 13-task score"
+        )
+    else:
+        overall = f"RULER score at {length}: mean of the 13 task scores"
+    categories = (
+        ("niah", "retrieval", "Retrieval at {length}: mean of the 8 NIAH tasks"),
+        ("aggregation", "aggregation", "Aggregation at {length}: mean of cwe and fwe"),
+        ("qa", "qa", "QA at {length}: mean of qa_squad and qa_hotpot"),
     )
+    groups = [GroupSpec(f"{PREFIX}_{length}", tuple(TASKS[t].task_name(length) for t in fitting), overall)]
+    for stem, category, description in categories:
+        members = tuple(TASKS[t].task_name(length) for t in CATEGORIES[category] if t in fitting)
+        if len(members) == len(CATEGORIES[category]):
+            groups.append(GroupSpec(f"{PREFIX}_{stem}_{length}", members, description.format(length=length)))
+    return tuple(groups)
 
 
 #: The suite over the standard lengths; its score is RULER's "Avg" column.

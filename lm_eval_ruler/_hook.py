@@ -8,7 +8,9 @@ built-in task family:
   include path, placed *before* any user path so users can still override;
 * ``EvaluatorConfig._process_arguments`` copies ``--apply_chat_template`` and
   ``--system_instruction`` into the task metadata (as ``ruler_*`` keys), so
-  prompts are sized for exactly the rendering the run will use.
+  prompts are sized for exactly the rendering the run will use, and, when a
+  ``ruler*`` task is requested, validates the task names, metadata and backend
+  (``_validate``) before lm-eval loads the model.
 
 The ``lm-eval-ruler`` command applies them explicitly. For a plain ``lm_eval``
 the wheel ships ``lm_eval_ruler.pth``, which imports this (deliberately tiny)
@@ -58,6 +60,23 @@ def _patch_task_manager(module: Any) -> None:
     manager.__init__ = __init__
 
 
+def validate_requested_tasks(tasks: Any, metadata: Any, model: Any) -> None:
+    """Check a run that asks for a ``ruler*`` task before lm-eval loads the model.
+
+    Runs from ``EvaluatorConfig._process_arguments`` (``from_cli`` -> ``_configure``),
+    where lm-eval has merged the YAML config, CLI args and ``model_args | metadata``
+    but not yet resolved tasks or built the model. Runs without such a task never
+    import the validator.
+    """
+    items = [tasks] if isinstance(tasks, str) else tasks if isinstance(tasks, (list, tuple)) else []
+    names = [part.strip() for item in items if isinstance(item, str) for part in item.split(",")]
+    if not any(name.startswith("ruler") for name in names):
+        return
+    from ._validate import validate_run
+
+    validate_run(tasks, metadata if isinstance(metadata, dict) else {}, model if isinstance(model, str) else None)
+
+
 def _patch_evaluator_config(module: Any) -> None:
     config_cls = module.EvaluatorConfig
     original = config_cls._process_arguments
@@ -72,6 +91,7 @@ def _patch_evaluator_config(module: Any) -> None:
         if self.system_instruction:
             metadata.setdefault("ruler_system_instruction", self.system_instruction)
         self.metadata = metadata
+        validate_requested_tasks(self.tasks, metadata, self.model)
         return result
 
     setattr(_process_arguments, _PATCHED, True)

@@ -10,106 +10,45 @@ actually built still fits the budget the data was sized for.
 from __future__ import annotations
 
 import logging
+import time
 from collections.abc import Mapping
 from typing import Any
 
 from lm_eval.api.task import ConfigurableTask
 
 from ._dataset import DatasetOptions, GeneratedDataset, build_dataset
-from ._tasks import CUSTOM_LENGTH_KEY, parse_length, task_spec
-from ._tokenizer import PromptCounter, RenderMode, RenderSettings, load_tokenizer, resolve_tokenizer_name
-from .errors import BudgetError, ConfigurationError
+from ._tasks import task_spec
+from ._tokenizer import PromptCounter, RenderMode, RenderSettings, load_tokenizer
+from ._validate import OPTION_KEYS, custom_length, dataset_option_values, parse_int_option
+from .errors import BudgetError
 from .metrics import score_sample
-from .sources import SOURCES
+from .provenance import Provenance
 
 logger = logging.getLogger(__name__)
+#: Progress lines go through lm-eval's own logger ("lm_eval", set up by its CLI), so they show in its output.
+progress_logger = logging.getLogger("lm_eval.lm_eval_ruler")
 
-#: Metadata keys this plugin reads (besides the model args it shares with lm-eval).
-OPTION_KEYS = {
-    "num_samples": "samples per task and length (default 500)",
-    "ruler_seed": "generator seed (default 42, as RULER)",
-    "ruler_profile": "reference (NVIDIA's current code, default) or 2024 (the code behind the published numbers)",
-    "ruler_apply_chat_template": "true/false: size prompts for exactly this rendering (set automatically from --apply_chat_template)",
-    "ruler_system_instruction": "the run's system instruction, so it is budgeted (set automatically from --system_instruction)",
-    "ruler_model_template": "render with one of NVIDIA's hand-written model templates (e.g. meta-llama3)",
-    "ruler_cache_dir": "cache directory for data files and generated datasets",
-    "ruler_cache": "false to regenerate instead of using the dataset cache",
-    "ruler_offline": "true to never download data files",
-    CUSTOM_LENGTH_KEY: "token length for the *_custom tasks (e.g. 100000 or 96k)",
-    "ruler_essays_file": "use this PaulGrahamEssays.json instead of the pinned download",
-    "ruler_squad_file": "use this SQuAD 2.0 dev JSON instead of the pinned download",
-    "ruler_hotpotqa_file": "use this HotpotQA dev-distractor JSON instead of the pinned download",
-}
-_DATA_FILE_KEYS = {name: f"ruler_{name}_file" for name in SOURCES}
+__all__ = ["OPTION_KEYS", "RulerTask", "build_for_task", "check_window", "options_from_metadata", "task_length"]
+
 _WINDOW_CONFIG_ATTRS = ("max_position_embeddings", "n_positions", "n_ctx", "seq_length")
 
 
-def _flag(value: Any, key: str) -> bool:
-    if isinstance(value, bool):
-        return value
-    text = str(value).strip().lower()
-    if text in {"1", "true", "yes", "on"}:
-        return True
-    if text in {"0", "false", "no", "off"}:
-        return False
-    raise ConfigurationError(f"{key} must be true or false, got {value!r}")
-
-
-def _int(value: Any, key: str) -> int:
-    try:
-        return int(value)
-    except (TypeError, ValueError):
-        raise ConfigurationError(f"{key} must be an integer, got {value!r}") from None
-
-
 def options_from_metadata(metadata: Mapping[str, Any]) -> DatasetOptions:
-    """Generation options from lm-eval task metadata (model args + --metadata)."""
-    unknown = sorted(k for k in metadata if k.startswith("ruler_") and k not in OPTION_KEYS and k != "ruler")
-    if unknown:
-        valid = ", ".join(k for k in OPTION_KEYS if k.startswith("ruler_"))
-        raise ConfigurationError(f"unknown metadata key(s) {', '.join(unknown)}; valid ruler_* keys are: {valid}")
-    chat = metadata.get("ruler_apply_chat_template")
-    modes: tuple[RenderMode, ...] = ("raw", "chat") if chat is None else (("chat",) if _flag(chat, "ruler_apply_chat_template") else ("raw",))
-    model_template = metadata.get("ruler_model_template")
-    if model_template and modes == ("chat",):
-        raise ConfigurationError(
-            "ruler_model_template already wraps prompts in NVIDIA's format; drop --apply_chat_template or ruler_model_template"
-        )
-    add_bos = metadata.get("add_bos_token")
-    return DatasetOptions(
-        tokenizer=resolve_tokenizer_name(metadata),
-        num_samples=_int(metadata.get("num_samples", 500), "num_samples"),
-        seed=_int(metadata.get("ruler_seed", 42), "ruler_seed"),
-        profile=str(metadata.get("ruler_profile", "reference")),
-        render_modes=modes,
-        system_instruction=metadata.get("ruler_system_instruction") or None,
-        model_template=model_template or None,
-        add_bos_token=None if add_bos is None else _flag(add_bos, "add_bos_token"),
-        trust_remote_code=_flag(metadata.get("trust_remote_code", False), "trust_remote_code"),
-        tokenizer_revision=metadata.get("tokenizer_revision") or metadata.get("revision") or None,
-        cache_dir=metadata.get("ruler_cache_dir") or None,
-        use_cache=_flag(metadata.get("ruler_cache", True), "ruler_cache"),
-        download=not _flag(metadata.get("ruler_offline", False), "ruler_offline"),
-        data_files=tuple((name, str(metadata[key])) for name, key in _DATA_FILE_KEYS.items() if metadata.get(key)),
-    )
+    """Generation options from lm-eval task metadata (model args + --metadata); parsing lives in ``_validate``."""
+    return DatasetOptions(**dataset_option_values(metadata))
 
 
 def task_length(ruler_length: Any, metadata: Mapping[str, Any]) -> int:
     if ruler_length is not None:
-        return _int(ruler_length, "ruler_length")
-    if CUSTOM_LENGTH_KEY not in metadata:
-        raise ConfigurationError(
-            f"the *_custom tasks take their length from metadata: add --metadata {CUSTOM_LENGTH_KEY}=<tokens> "
-            "(e.g. 100000 or 96k), at most your served window"
-        )
-    return parse_length(metadata[CUSTOM_LENGTH_KEY])
+        return parse_int_option(ruler_length, "ruler_length", minimum=1)
+    return custom_length(metadata)
 
 
 def served_window(metadata: Mapping[str, Any], options: DatasetOptions) -> tuple[int | None, str]:
     """The largest prompt + answer the backend accepts without truncating, and where it came from."""
     for key in ("max_model_len", "max_length"):
         if metadata.get(key) is not None:
-            window = _int(metadata[key], key)
+            window = parse_int_option(metadata[key], key, minimum=1)
             # API backends keep max_length - 1 tokens (lm-eval's TemplateAPI).
             if key == "max_length" and metadata.get("base_url"):
                 return window - 1, f"max_length={window} (API backends use max_length - 1)"
@@ -150,12 +89,30 @@ def check_window(length: int, metadata: Mapping[str, Any], options: DatasetOptio
         )
 
 
-def build_for_task(ruler_task: str, ruler_length: Any, metadata: Mapping[str, Any]) -> tuple[GeneratedDataset, DatasetOptions]:
-    """Validate everything cheap first (task, length, options, window), then generate or load."""
+def build_for_task(
+    ruler_task: str, ruler_length: Any, metadata: Mapping[str, Any], *, log_as: str | None = None
+) -> tuple[GeneratedDataset, DatasetOptions]:
+    """Validate everything cheap first (task, length, options, window), then generate or load.
+
+    ``log_as`` (the lm-eval task name) announces the build on lm-eval's logger
+    once the options are known: generating can take minutes at long lengths.
+    """
     task_spec(ruler_task)
     length = task_length(ruler_length, metadata)
     options = options_from_metadata(metadata)
     window, _ = served_window(metadata, options)
+    if log_as:
+        progress_logger.info(
+            "%s: %d samples at %d tokens (tokenizer %s, profile %s): %s ...",
+            log_as,
+            options.num_samples,
+            length,
+            options.tokenizer,
+            options.profile,
+            "loading from the dataset cache, or generating if not cached (can take minutes at long lengths)"
+            if options.use_cache
+            else "generating (ruler_cache=false; can take minutes at long lengths)",
+        )
     if window is not None and window < length:
         # A window below the length can still hold datasets already generated
         # (e.g. by `lm-eval-ruler sweep`, which sizes windows from real prompts).
@@ -184,21 +141,28 @@ class RulerTask(ConfigurableTask):
 
         kwargs_ = dict(dataset_kwargs or {})
         metadata = dict(self.config.metadata or {})
-        generated, options = build_for_task(kwargs_["ruler_task"], kwargs_.get("ruler_length"), metadata)
+        started = time.perf_counter()
+        generated, options = build_for_task(
+            kwargs_["ruler_task"], kwargs_.get("ruler_length"), metadata, log_as=self.config.task
+        )
+        elapsed = time.perf_counter() - started
         self.dataset = {"test": datasets.Dataset.from_list(generated.docs)}
         tokenizer = load_tokenizer(options.tokenizer, options.trust_remote_code, options.tokenizer_revision)
         render = RenderSettings(tuple(generated.info["render_modes"]), options.system_instruction, options.add_bos_token)
         self._counter = PromptCounter(tokenizer, render, piecewise=False)
         self._checked_renderings = tuple(generated.info["render_modes"])
-        summary = {k: generated.info[k] for k in ("profile", "seed", "num_samples", "length", "tokenizer", "tokenizer_fingerprint", "chat_template_fingerprint", "render_modes", "wonderwords", "data_version", "cache_key", "prompt_tokens", "sources", "plugin_version") if k in generated.info}
-        summary["from_cache"] = generated.from_cache
+        summary = Provenance.from_dataset(generated.info, generated.from_cache).to_dict()
         self.config.metadata = {**metadata, "ruler": summary}
-        logger.info(
-            "%s: %d docs %s, prompt tokens min/median/max %s",
+        stats = generated.info["prompt_tokens"]
+        progress_logger.info(
+            "%s: %d docs %s in %.1f s, prompt tokens min/median/max %s/%s/%s",
             self.config.task,
             len(generated.docs),
-            "loaded from cache" if generated.from_cache else f"generated in {generated.info.get('generation_seconds')} s",
-            "/".join(str(v) for v in generated.info["prompt_tokens"].values()),
+            "loaded from the dataset cache" if generated.from_cache else "generated",
+            elapsed,
+            stats.get("min"),
+            stats.get("median"),
+            stats.get("max"),
         )
 
     def construct_requests(self, doc: dict[str, Any], ctx: Any, **kwargs: Any) -> Any:

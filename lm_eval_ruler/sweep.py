@@ -61,6 +61,7 @@ from ._tasks import (
     parse_length,
     task_spec,
 )
+from ._validate import BACKEND_REQUIREMENTS
 from .errors import BudgetError, ConfigurationError
 from .provenance import Provenance
 
@@ -469,30 +470,27 @@ def _config_window(model: str, model_args: Mapping[str, Any]) -> tuple[int | Non
     return window, source
 
 
-#: The module each backend needs in the child's Python, and how to install it.
-BACKEND_REQUIREMENTS = {
-    "vllm": ("vllm", "pip install 'lm-eval-ruler[vllm]'"),
-    "hf": ("torch", "pip install 'lm-eval-ruler[hf]' (on a CPU machine install torch from its CPU index first)"),
-}
-
-
 def _check_backend(resolved: _Resolved) -> None:
-    """Refuse before any data or cell work when the child's Python lacks the backend's package."""
-    requirement = BACKEND_REQUIREMENTS.get(resolved.backend)
-    if requirement is None:
+    """Refuse before any data or cell work when the cells' Python cannot run the backend.
+
+    The cells may run another Python (``--python``), so the check runs there, with the
+    same rule ``lm-eval-ruler run`` applies in-process.
+    """
+    if resolved.backend not in BACKEND_REQUIREMENTS:
         return
-    module, install = requirement
-    probe = f"import importlib.util, sys; sys.exit(0 if importlib.util.find_spec({module!r}) else 3)"
+    probe = (
+        "import sys; from lm_eval_ruler._validate import backend_problem; "
+        f"problem = backend_problem({resolved.backend!r}); print(problem or ''); sys.exit(3 if problem else 0)"
+    )
     python = resolved.config.python
     try:
-        found = subprocess.run([python, "-c", probe], check=False, capture_output=True, timeout=120).returncode == 0
+        done = subprocess.run([python, "-c", probe], check=False, capture_output=True, text=True, timeout=120,
+                              env=_child_env(resolved.cache_dir))  # fmt: skip
     except (OSError, subprocess.SubprocessError) as exc:
         raise ConfigurationError(f"cannot run the cells' Python {python}: {exc}") from None
-    if not found:
-        raise ConfigurationError(
-            f"the {resolved.backend} backend needs the {module!r} package, which {python} cannot import: {install}, "
-            "or choose another --backend. Nothing was run."
-        )
+    if done.returncode != 0:
+        problem = done.stdout.strip() or (done.stderr.strip().splitlines() or [f"exit code {done.returncode}"])[-1]
+        raise ConfigurationError(f"the cells' Python {python} cannot run the {resolved.backend} backend: {problem}. Nothing was run.")
 
 
 def _check_windows(resolved: _Resolved, cells: list[Cell], say: Callable[[str], None]) -> dict[str, tuple[int | None, str]]:

@@ -144,3 +144,26 @@ def test_smollm2_hf_all_13_tasks_4k(tmp_path: Path, smollm2: Path, essays_cache:
     task_scores = [scores[f"ruler_{task}_4k"] for task in TASKS]
     assert scores["ruler_4k"] == pytest.approx(sum(task_scores) / 13)
     print("\nSmolLM2-135M hf, 4k, 5 samples/task:", {k: round(v, 1) for k, v in sorted(scores.items())})
+
+
+@pytest.mark.slow
+def test_generate_defaults_are_cache_hits_for_a_chat_template_run(tmp_path: Path, smollm2: Path, cache_dir: Path):
+    """`generate` with its defaults fills exactly what `lm_eval ... --apply_chat_template` reads."""
+    tasks = ("niah_single_1", "niah_multikey_2")
+    generated = run([
+        str(BIN / "lm-eval-ruler"), "generate", "--tokenizer", str(smollm2), "--tasks", ",".join(tasks),
+        "--lengths", "1k", "--num-samples", "2",
+    ], {"LM_EVAL_RULER_CACHE": str(cache_dir)})  # fmt: skip
+    # It says which runs its data serve: the chat rendering, since SmolLM2's tokenizer has a template.
+    assert "--tasks ruler_niah_single_1_1k,ruler_niah_multikey_2_1k --apply_chat_template" in generated.stdout
+    assert "lm-eval-ruler sweep --model MODEL --lengths 1k --num-samples 2" in generated.stdout
+    output = tmp_path / "out"
+    run([
+        str(BIN / "lm_eval"), "--model", "hf", "--model_args", f"pretrained={smollm2},dtype=float32", "--device", "cpu",
+        "--tasks", ",".join(f"ruler_{task}_1k" for task in tasks), "--metadata", "num_samples=2", "--batch_size", "1",
+        "--apply_chat_template", "--output_path", str(output),
+    ], {"LM_EVAL_RULER_CACHE": str(cache_dir)})  # fmt: skip
+    configs = latest_results(output)["configs"]
+    for task in tasks:
+        provenance = configs[f"ruler_{task}_1k"]["metadata"]["ruler"]
+        assert provenance["from_cache"] is True and provenance["render_modes"] == ["chat"], provenance

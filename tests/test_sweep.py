@@ -201,6 +201,21 @@ def test_report_refuses_a_folder_whose_cells_disagree(sharded: dict[str, Any], t
     assert cli_main(["compare", "--baseline", str(output), "--candidate", str(output)]) == 2
 
 
+def test_missing_backend_and_dry_run_without_data(tmp_path: Path, llama3_tokenizer: str, monkeypatch: pytest.MonkeyPatch):
+    """vLLM missing from the cells' Python stops the sweep at once; a dry run needs no data files."""
+    output = tmp_path / "out"
+    config = dummy_config(llama3_tokenizer, output, tmp_path / "cache", backend="vllm", apply_chat_template=False)
+    with pytest.raises(ConfigurationError, match=r"cannot run the vllm backend: .*pip install 'lm-eval-ruler\[vllm\]'"):
+        run_sweep(config)
+    assert not output.exists()
+    # QA with no SQuAD anywhere and downloads off: the dry run still prints the command.
+    planned = run_sweep(dummy_config(llama3_tokenizer, output, tmp_path / "cache", tasks=("qa_squad",), lengths=("4k",),
+                                     offline=True, dry_run=True))  # fmt: skip
+    [cell] = planned.cells
+    assert cell.status == "planned" and '"max_length": 4096' in " ".join(cell.command)
+    assert not (tmp_path / "cache" / "data").exists()
+
+
 def test_stale_running_cell_is_rerun_and_finished_one_is_not(sharded: dict[str, Any], tmp_path: Path):
     output = tmp_path / "out"
     shutil.copytree(sharded["output"], output)  # cell.json paths are relative: the copy is still resumable

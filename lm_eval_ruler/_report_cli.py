@@ -21,7 +21,6 @@ FORMATS = ("markdown", "csv", "json", "html", "github")
 
 EXIT_OK = 0
 EXIT_GATE_FAILED = 1
-EXIT_BAD_INPUT = 2
 
 _RUN_HELP = """\
 A RUN is what lm-eval wrote with --output_path: the <output_path>/<model_name>
@@ -228,24 +227,6 @@ def _plots(items: list[Any], args: argparse.Namespace) -> None:
             print(f"plot {path}", file=sys.stderr)
 
 
-def _guard(handler: Callable[[argparse.Namespace], int]) -> Callable[[argparse.Namespace], int]:
-    """Turn this plugin's errors into a readable message and exit code 2."""
-
-    def run(args: argparse.Namespace) -> int:
-        from .errors import RulerError
-
-        try:
-            return handler(args)
-        except RulerError as exc:
-            print(f"error: {exc}", file=sys.stderr)
-            return EXIT_BAD_INPUT
-
-    run.__name__ = handler.__name__
-    run.__doc__ = handler.__doc__
-    return run
-
-
-@_guard
 def handle_report(args: argparse.Namespace) -> int:
     """``report RUN...``: RULER tables; always exit 0 unless the input is bad (2)."""
     from .report import ruler_table
@@ -261,7 +242,6 @@ def handle_report(args: argparse.Namespace) -> int:
     return EXIT_OK
 
 
-@_guard
 def handle_compare(args: argparse.Namespace) -> int:
     """``compare --baseline A --candidate B...``: recovery, intervals and the gate; exit 0 pass, 1 fail, 2 bad input."""
     from .report import ReportError, compare, gate
@@ -310,8 +290,10 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
+    from .errors import run_reporting_errors
+
     args = build_parser().parse_args(argv)
-    return args.report_handler(args)
+    return run_reporting_errors(lambda: args.report_handler(args))
 
 
 if __name__ == "__main__":

@@ -525,18 +525,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     if args_list[:1] == ["--version"]:
         print(_version_text())
         return 0
-    from .errors import RulerError
+    from .errors import run_reporting_errors
 
-    try:
-        return _dispatch(args_list)
-    except RulerError as exc:
-        if debug:
-            import traceback
-
-            traceback.print_exc()
-        else:
-            print(f"error: {exc}", file=sys.stderr)
-        return 2
+    return run_reporting_errors(lambda: _dispatch(args_list), debug=debug)
 
 
 def _dispatch(args_list: list[str]) -> int:

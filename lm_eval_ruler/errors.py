@@ -7,6 +7,12 @@ where the user cannot step through the code.
 
 from __future__ import annotations
 
+import sys
+from collections.abc import Callable
+
+#: The exit code of every command for bad input (1 is reserved for a failed gate).
+EXIT_BAD_INPUT = 2
+
 
 class RulerError(Exception):
     """Base of every error this plugin raises."""
@@ -37,3 +43,21 @@ class ReportError(RulerError):
 
     The CLI maps it to exit code 2 ("bad input"), distinct from 1 ("gate failed").
     """
+
+
+def run_reporting_errors(command: Callable[[], int], *, debug: bool = False) -> int:
+    """Run a command; this plugin's errors become one ``error:`` line and exit code 2.
+
+    Users meet these errors at the end of long jobs, where a 20-frame traceback hides the one
+    line that names the fix; ``--debug`` (``debug=True``) prints the traceback instead.
+    """
+    try:
+        return command()
+    except RulerError as exc:
+        if debug:
+            import traceback
+
+            traceback.print_exc()
+        else:
+            print(f"error: {exc}", file=sys.stderr)
+        return EXIT_BAD_INPUT

@@ -20,6 +20,7 @@ from ._dataset import DatasetOptions, GeneratedDataset, build_dataset
 from ._tasks import task_spec
 from ._tokenizer import PromptCounter, RenderMode, RenderSettings, load_tokenizer
 from ._validate import OPTION_KEYS, custom_length, dataset_option_values, parse_int_option
+from ._window import served_window
 from .errors import BudgetError
 from .metrics import score_sample
 from .provenance import Provenance
@@ -29,9 +30,6 @@ logger = logging.getLogger(__name__)
 progress_logger = logging.getLogger("lm_eval.lm_eval_ruler")
 
 __all__ = ["OPTION_KEYS", "RulerTask", "build_for_task", "check_window", "options_from_metadata", "task_length"]
-
-_WINDOW_CONFIG_ATTRS = ("max_position_embeddings", "n_positions", "n_ctx", "seq_length")
-
 
 def options_from_metadata(metadata: Mapping[str, Any]) -> DatasetOptions:
     """Generation options from lm-eval task metadata (model args + --metadata); parsing lives in ``_validate``."""
@@ -44,37 +42,9 @@ def task_length(ruler_length: Any, metadata: Mapping[str, Any]) -> int:
     return custom_length(metadata)
 
 
-def served_window(metadata: Mapping[str, Any], options: DatasetOptions) -> tuple[int | None, str]:
-    """The largest prompt + answer the backend accepts without truncating, and where it came from."""
-    for key in ("max_model_len", "max_length"):
-        if metadata.get(key) is not None:
-            window = parse_int_option(metadata[key], key, minimum=1)
-            # API backends keep max_length - 1 tokens (lm-eval's TemplateAPI).
-            if key == "max_length" and metadata.get("base_url"):
-                return window - 1, f"max_length={window} (API backends use max_length - 1)"
-            return window, f"{key}={window}"
-    if metadata.get("base_url"):
-        return 2047, "lm-eval's API default max_length=2048 (it truncates silently)"
-    pretrained = metadata.get("pretrained")
-    if not pretrained:
-        return None, "unknown"
-    try:
-        from transformers import AutoConfig
-
-        config = AutoConfig.from_pretrained(str(pretrained), trust_remote_code=options.trust_remote_code)
-    except Exception:  # noqa: BLE001 - not every model arg names a loadable config
-        return None, "unknown"
-    config = getattr(config, "text_config", None) or config
-    for attr in _WINDOW_CONFIG_ATTRS:
-        value = getattr(config, attr, None)
-        if isinstance(value, int) and value > 0:
-            return value, f"the model config's {attr}={value}"
-    return None, "unknown"
-
-
-def check_window(length: int, metadata: Mapping[str, Any], options: DatasetOptions, needed: int | None = None) -> None:
+def check_window(length: int, metadata: Mapping[str, Any], needed: int | None = None) -> None:
     """Refuse a window that cannot hold the task; ``needed`` is the docs' real maximum when known."""
-    window, source = served_window(metadata, options)
+    window, source = served_window(metadata)
     if window is not None and window < (needed or length):
         if needed is not None:
             raise BudgetError(
@@ -100,7 +70,7 @@ def build_for_task(
     task_spec(ruler_task)
     length = task_length(ruler_length, metadata)
     options = options_from_metadata(metadata)
-    window, _ = served_window(metadata, options)
+    window, _ = served_window(metadata)
     if log_as:
         progress_logger.info(
             "%s: %d samples at %d tokens (tokenizer %s, profile %s): %s ...",
@@ -118,9 +88,9 @@ def build_for_task(
         # (e.g. by `lm-eval-ruler sweep`, which sizes windows from real prompts).
         cached = build_dataset(ruler_task, length, options, cached_only=True) if options.use_cache else None
         if cached is None:
-            check_window(length, metadata, options)
+            check_window(length, metadata)
         else:
-            check_window(length, metadata, options, needed=max(doc["length"] for doc in cached.docs))
+            check_window(length, metadata, needed=max(doc["length"] for doc in cached.docs))
             return cached, options
     generated = build_dataset(ruler_task, length, options)
     assert generated is not None

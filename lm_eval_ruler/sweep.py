@@ -62,6 +62,7 @@ from ._tasks import (
     task_spec,
 )
 from ._validate import BACKEND_REQUIREMENTS
+from ._window import config_window, window_model_args
 from .errors import BudgetError, ConfigurationError
 from .provenance import Provenance
 
@@ -112,18 +113,6 @@ _RESERVED_MODEL_ARGS = {
     "pretrained": "name the model with --model",
     "base_url": "use --base-url",
 }
-#: Config attributes that bound the window (vLLM takes the smallest one present).
-_WINDOW_KEYS = (
-    "max_position_embeddings",
-    "n_positions",
-    "max_seq_len",
-    "seq_length",
-    "max_sequence_length",
-    "max_seq_length",
-    "seq_len",
-)
-
-
 # --------------------------------------------------------------------------------------------
 # configuration
 
@@ -438,38 +427,6 @@ def _mentions_rope(value: Any) -> bool:
     return False
 
 
-def _config_window(model: str, model_args: Mapping[str, Any]) -> tuple[int | None, str]:
-    """The model's window from its config.json, as vLLM derives it; (None, why) when unknown."""
-    try:
-        from transformers import AutoConfig
-    except ImportError:  # pragma: no cover - transformers is a dependency
-        return None, "transformers is not installed"
-    kwargs: dict[str, Any] = {"trust_remote_code": bool(model_args.get("trust_remote_code", False))}
-    if model_args.get("revision"):
-        kwargs["revision"] = str(model_args["revision"])
-    try:
-        config = AutoConfig.from_pretrained(model, **kwargs)
-    except Exception as exc:  # noqa: BLE001 - a served name or a fake model has no loadable config
-        return None, f"no loadable config ({type(exc).__name__})"
-    config = getattr(config, "text_config", None) or config
-    found = {key: getattr(config, key) for key in _WINDOW_KEYS if isinstance(getattr(config, key, None), int)}
-    found = {key: value for key, value in found.items() if value > 0}
-    if not found:
-        return None, "its config names no window"
-    key = min(found, key=lambda k: found[k])
-    window, source = found[key], f"config.json {key}={found[key]}"
-    rope = getattr(config, "rope_scaling", None) or getattr(config, "rope_parameters", None)
-    if isinstance(rope, Mapping):
-        rope_type = rope.get("rope_type") or rope.get("type")
-        factor = rope.get("factor")
-        # vLLM's rule: these RoPE types extend the window by their factor (llama3/longrope already count it).
-        if rope_type not in (None, "default", "su", "longrope", "llama3") and isinstance(factor, (int, float)) and factor > 1:
-            base = rope.get("original_max_position_embeddings") if rope_type == "yarn" else None
-            window = int((base or window) * factor)
-            source += f" x {rope_type} factor {factor}"
-    return window, source
-
-
 def _check_backend(resolved: _Resolved) -> None:
     """Refuse before any data or cell work when the cells' Python cannot run the backend.
 
@@ -502,7 +459,7 @@ def _check_windows(resolved: _Resolved, cells: list[Cell], say: Callable[[str], 
         elif _mentions_rope(resolved.hf_overrides):
             windows[model] = (None, "--hf-overrides changes RoPE scaling: trusting the requested lengths")
         else:
-            windows[model] = _config_window(model, resolved.model_args)
+            windows[model] = config_window(model, resolved.model_args, backend=resolved.backend)
             if windows[model][0] is None:
                 say(f"note: {model}: window unknown ({windows[model][1]}); not checked. Pass --max-window N to check it.")
     problems = []
@@ -637,15 +594,6 @@ def _metadata(resolved: _Resolved, cell: Cell) -> dict[str, Any]:
     return metadata
 
 
-def _window_args(backend: str, window: int) -> dict[str, int]:
-    if backend == "vllm":
-        return {"max_model_len": window}
-    if backend == "local-completions":
-        # lm-eval's API backends keep max_length - 1 tokens.
-        return {"max_length": window + 1}
-    return {"max_length": window}
-
-
 def _prepare(resolved: _Resolved, cell: Cell, memo: dict[Any, dict[str, Any]]) -> None:
     """Generate or load the cell's datasets as the child will, size the window, build the command."""
     from ._dataset import build_dataset
@@ -678,7 +626,7 @@ def _prepare(resolved: _Resolved, cell: Cell, memo: dict[Any, dict[str, Any]]) -
         if cell.needed > cell.tokens:  # the generators guarantee this never happens
             raise BudgetError(f"{cell.label}: a generated prompt + answer is {cell.needed} tokens, over the length {cell.tokens}")
         cell.window = cell.tokens if config.window == "length" else cell.needed
-    cell.model_args = {**base_args, **_window_args(resolved.backend, cell.window)}
+    cell.model_args = {**base_args, **window_model_args(resolved.backend, cell.window)}
     cell.metadata = metadata
     cell.command = _command(resolved, cell)
 
@@ -1403,15 +1351,10 @@ def run_command(args: argparse.Namespace) -> int:
 
 def main(argv: Sequence[str] | None = None) -> int:
     """``python -m lm_eval_ruler.sweep ...`` (the same as ``lm-eval-ruler sweep ...``)."""
-    from .errors import RulerError
+    from .errors import run_reporting_errors
 
-    parser = add_arguments(argparse.ArgumentParser(prog="lm-eval-ruler sweep"))
-    args = parser.parse_args(argv)
-    try:
-        return run_command(args)
-    except RulerError as exc:
-        print(f"error: {exc}", file=sys.stderr)
-        return 2
+    args = add_arguments(argparse.ArgumentParser(prog="lm-eval-ruler sweep")).parse_args(argv)
+    return run_reporting_errors(lambda: run_command(args))
 
 
 if __name__ == "__main__":

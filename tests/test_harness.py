@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import pytest
 
+from lm_eval_ruler._window import config_window
 from lm_eval_ruler.errors import BudgetError, ConfigurationError, TokenizerError
 from lm_eval_ruler.harness import build_for_task, check_window, options_from_metadata, task_length
 
@@ -46,24 +47,25 @@ def test_unknown_task_and_model_template(llama3_tokenizer):
         options_from_metadata({"tokenizer": llama3_tokenizer, "ruler_model_template": "llama-9"})
 
 
-def test_window_too_small_is_refused_before_generating(llama3_tokenizer):
-    options = options_from_metadata({"tokenizer": llama3_tokenizer})
+def test_window_too_small_is_refused_before_generating():
     with pytest.raises(BudgetError, match="max_model_len=8192"):
-        check_window(8192, {"max_model_len": 4096}, options)
+        check_window(8192, {"max_model_len": 4096})
     with pytest.raises(BudgetError, match="at least 8192"):
-        check_window(8192, {"max_length": 8000}, options)
+        check_window(8192, {"max_length": 8000})
     # local-completions truncates silently with its default max_length of 2048.
     with pytest.raises(BudgetError, match="API default"):
-        check_window(4096, {"base_url": "http://127.0.0.1:8000/v1/completions"}, options)
-    check_window(4096, {"max_model_len": 4096}, options)
-    check_window(4096, {"base_url": "http://x", "max_length": 4097}, options)
+        check_window(4096, {"base_url": "http://127.0.0.1:8000/v1/completions"})
+    check_window(4096, {"max_model_len": 4096})
+    check_window(4096, {"base_url": "http://x", "max_length": 4097})
 
 
 def test_model_config_window_is_used(smollm2):
-    options = options_from_metadata({"pretrained": str(smollm2)})
-    check_window(8192, {"pretrained": str(smollm2)}, options)
+    check_window(8192, {"pretrained": str(smollm2)})
     with pytest.raises(BudgetError, match="max_position_embeddings=8192"):
-        check_window(16384, {"pretrained": str(smollm2)}, options)
+        check_window(16384, {"pretrained": str(smollm2)})
+    # vLLM's rule and lm-eval's hf rule agree on a plain config; vLLM extends it by a RoPE factor.
+    assert config_window(str(smollm2), {}, backend="vllm") == config_window(str(smollm2), {}, backend="hf")
+    assert config_window(str(smollm2), {}, backend="hf") == (8192, "config.json max_position_embeddings=8192")
 
 
 def test_nvidia_model_template_wraps_the_user_text(llama3_tokenizer, cache_dir):

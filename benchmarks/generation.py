@@ -171,9 +171,9 @@ def worker_ours(spec: dict[str, Any]) -> int:
     if not module_file.startswith(str(Path(spec["repo"]).resolve())):
         return _finish(spec, "failed", f"lm_eval_ruler imported from {module_file}, not the repo {spec['repo']}")
     try:
-        import lm_eval_ruler.sources  # build_dataset needs it
+        import lm_eval_ruler.data.sources  # build_dataset needs it
     except Exception as exc:  # noqa: BLE001
-        return _finish(spec, "blocked", f"import lm_eval_ruler.sources failed: {type(exc).__name__}: {exc}")
+        return _finish(spec, "blocked", f"import lm_eval_ruler.data.sources failed: {type(exc).__name__}: {exc}")
     from lm_eval_ruler import DatasetOptions, build_dataset
 
     options = DatasetOptions(

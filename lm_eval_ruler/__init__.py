@@ -14,9 +14,9 @@ from typing import Any
 __version__ = "0.1.0"
 
 _EXPORTS = {
-    "DatasetOptions": "._dataset",
-    "GeneratedDataset": "._dataset",
-    "build_dataset": "._dataset",
+    "DatasetOptions": ".data.options",
+    "GeneratedDataset": ".data.build",
+    "build_dataset": ".data.build",
     "CATEGORIES": "._tasks",
     "LENGTHS": "._tasks",
     "PROFILES": "._tasks",

@@ -44,7 +44,7 @@ def served_window(metadata: Mapping[str, Any], *, backend: str | None = None) ->
     ``backend`` chooses the config rule when no window is set (``vllm``; anything else
     gets lm-eval's hf rule). (None, "unknown") when nothing names one.
     """
-    from ._validate import parse_int_option
+    from .data.options import parse_int_option
 
     for key in ("max_model_len", "max_length"):
         if metadata.get(key) is not None:

@@ -14,7 +14,7 @@ import sys
 from collections.abc import Iterator, Sequence
 from typing import Any
 
-from ._report_cli import REPORT_COMMANDS, add_report_commands
+from .report.cli import REPORT_COMMANDS, add_report_commands
 
 OWN_COMMANDS = ("data", "cache", "generate", "include-path", "sweep", *REPORT_COMMANDS)
 
@@ -77,9 +77,11 @@ def _build_parser() -> argparse.ArgumentParser:
     generate.add_argument("--tokenizer", required=True, help="the evaluated model's tokenizer (path or model id)")
     generate.add_argument("--tasks", default="all", help="comma-separated RULER task names (default: all 13)")
     generate.add_argument("--lengths", default="4k", help="comma-separated lengths, e.g. 4k,8k,100000")
-    generate.add_argument("--num-samples", type=int, default=500)
-    generate.add_argument("--profile", default="reference", choices=("reference", "2024"))
-    generate.add_argument("--seed", type=int, default=42)
+    from ._tasks import DEFAULT_NUM_SAMPLES, DEFAULT_PROFILE, DEFAULT_SEED, PROFILES
+
+    generate.add_argument("--num-samples", type=int, default=DEFAULT_NUM_SAMPLES)
+    generate.add_argument("--profile", default=DEFAULT_PROFILE, choices=PROFILES)
+    generate.add_argument("--seed", type=int, default=DEFAULT_SEED)
     generate.add_argument("--apply-chat-template", choices=("auto", "true", "false", "both"), default="auto",
                           help="the rendering your runs will use, which is part of the cache key: auto (default) = the "
                           "tokenizer's chat template when it has one, as `lm_eval ... --apply_chat_template` and the "
@@ -103,7 +105,7 @@ def _build_parser() -> argparse.ArgumentParser:
 
 
 def _data(args: argparse.Namespace) -> int:
-    from . import sources
+    from .data import sources
 
     if args.action == "download":
         for path in sources.download(args.names or None, args.cache_dir):
@@ -213,11 +215,10 @@ def _age_arg(value: str) -> float:
 
 
 def _cache(args: argparse.Namespace) -> int:
-    from . import sources
-    from ._cache import DatasetCache
+    from .data.cache import DatasetCache
     from .errors import ConfigurationError
 
-    cache = DatasetCache(sources.cache_dir(args.cache_dir) / "datasets")
+    cache = DatasetCache.at(args.cache_dir)
     hint = "remove them with: lm-eval-ruler cache clear --bad" + (f" --cache-dir {args.cache_dir}" if args.cache_dir else "")
     if args.action == "ls":
         entries = list(cache.entries())
@@ -335,9 +336,9 @@ def _age(seconds: float) -> str:
 def _generate(args: argparse.Namespace) -> int:
     from tqdm import tqdm
 
-    from . import sources
-    from ._dataset import DatasetOptions
     from ._tasks import TASKS, parse_length, task_spec
+    from .data import sources
+    from .data.options import DatasetOptions
     from .errors import ConfigurationError
 
     tasks = list(TASKS) if args.tasks == "all" else [task_spec(t.strip()).name for t in args.tasks.split(",")]
@@ -379,7 +380,7 @@ def _generate(args: argparse.Namespace) -> int:
 def _renderings(choice: str, tokenizer: str) -> list[tuple[str, ...]]:
     """The render modes to generate for: what ``lm_eval`` runs with and without --apply_chat_template key on."""
     if choice == "auto":
-        from ._tokenizer import chat_template_text, load_tokenizer
+        from .data.tokens import chat_template_text, load_tokenizer
 
         choice = "true" if chat_template_text(load_tokenizer(tokenizer)) else "false"
     return {"true": [("chat",)], "false": [("raw",)], "both": [("chat",), ("raw",)]}[choice]
@@ -445,7 +446,7 @@ def _generated_cells(cells: list[tuple[str, int, Any]], jobs: int) -> Iterator[s
 
 
 def _generate_cell(cell: tuple[str, int, Any]) -> str:
-    from ._dataset import build_dataset
+    from .data.build import build_dataset
 
     task, length, options = cell
     result = build_dataset(task, length, options)

@@ -1,10 +1,11 @@
 """The lm-eval side: the task class, dataset hook and per-sample scoring.
 
 lm-eval passes every ``--model_args`` and ``--metadata`` key to the task as
-metadata. This module turns that metadata into generation options, refuses
-runs whose served window cannot hold the task (instead of letting a backend
-left-truncate the prompt), and checks at request time that the prompt lm-eval
-actually built still fits the budget the data was sized for.
+metadata. This module turns that metadata into generation options (parsed by
+``data.options``), refuses runs whose served window cannot hold the task
+(instead of letting a backend left-truncate the prompt), and checks at request
+time that the prompt lm-eval actually built still fits the budget the data was
+sized for.
 """
 
 from __future__ import annotations
@@ -16,11 +17,11 @@ from typing import Any
 
 from lm_eval.api.task import ConfigurableTask
 
-from ._dataset import DatasetOptions, GeneratedDataset, build_dataset
 from ._tasks import task_spec
-from ._tokenizer import PromptCounter, RenderMode, RenderSettings, load_tokenizer
-from ._validate import OPTION_KEYS, custom_length, dataset_option_values, parse_int_option
 from ._window import served_window
+from .data.build import GeneratedDataset, build_dataset
+from .data.options import DatasetOptions, custom_length, options_from_metadata, parse_int_option
+from .data.tokens import PromptCounter, RenderMode, RenderSettings, load_tokenizer
 from .errors import BudgetError
 from .metrics import score_sample
 from .provenance import Provenance
@@ -29,11 +30,7 @@ logger = logging.getLogger(__name__)
 #: Progress lines go through lm-eval's own logger ("lm_eval", set up by its CLI), so they show in its output.
 progress_logger = logging.getLogger("lm_eval.lm_eval_ruler")
 
-__all__ = ["OPTION_KEYS", "RulerTask", "build_for_task", "check_window", "options_from_metadata", "task_length"]
-
-def options_from_metadata(metadata: Mapping[str, Any]) -> DatasetOptions:
-    """Generation options from lm-eval task metadata (model args + --metadata); parsing lives in ``_validate``."""
-    return DatasetOptions(**dataset_option_values(metadata))
+__all__ = ["RulerTask", "build_for_task", "check_window", "task_length"]
 
 
 def task_length(ruler_length: Any, metadata: Mapping[str, Any]) -> int:

@@ -65,6 +65,18 @@ from ._validate import BACKEND_REQUIREMENTS
 from ._window import config_window, window_model_args
 from .errors import BudgetError, ConfigurationError
 from .provenance import Provenance
+from .report.sweep_folder import (
+    CELL_FILE,
+    LOG_FILE,
+    MANIFEST_FILE,
+    cell_files,
+    is_sweep_folder,
+    load_sweep,
+    read_state,
+    recorded_settings,
+    results_path,
+    sweep_table,
+)
 
 __all__ = [
     "BACKENDS",
@@ -87,9 +99,6 @@ BACKENDS = ("vllm", "hf", "local-completions", "dummy")
 #: ``tight``: serve the longest generated prompt + answer of the cell (<= the length; the
 #: tasks accept it because their datasets are already cached); ``length``: the task length.
 WINDOW_POLICIES = ("length", "tight")
-CELL_FILE = "cell.json"
-MANIFEST_FILE = "manifest.json"
-LOG_FILE = "lm_eval.log"
 #: A running cell's ``cell.json`` heartbeat is refreshed this often...
 HEARTBEAT_SECONDS = 60.0
 #: ...and a ``running`` cell from another host is stale once its heartbeat is this old.
@@ -317,7 +326,7 @@ def _parse_json_object(value: Mapping[str, Any] | str | None, flag: str) -> dict
 
 
 def _resolve(config: SweepConfig) -> _Resolved:
-    from . import sources
+    from .data.cache import cache_root
 
     models = tuple(config.models)
     if not models:
@@ -379,7 +388,7 @@ def _resolve(config: SweepConfig) -> _Resolved:
         hf_overrides=hf_overrides,
         max_window=max_window,
         output=Path(config.output).expanduser().absolute(),
-        cache_dir=sources.cache_dir(None if config.cache_dir is None else str(config.cache_dir)).expanduser().absolute(),
+        cache_dir=cache_root(None if config.cache_dir is None else str(config.cache_dir)).expanduser().absolute(),
     )
 
 
@@ -502,11 +511,6 @@ def cell_settings(resolved: _Resolved, model: str) -> CellSettings:
     )
 
 
-def _recorded_settings(state: Mapping[str, Any]) -> CellSettings | None:
-    recorded = state.get("settings")
-    return CellSettings.from_dict(recorded) if isinstance(recorded, Mapping) else None
-
-
 def _settings_conflicts(resolved: _Resolved) -> list[tuple[Path, str, dict[str, tuple[Any, Any]]]]:
     """Cells in the output folder (finished, or running elsewhere) made with other settings than this run's.
 
@@ -517,13 +521,13 @@ def _settings_conflicts(resolved: _Resolved) -> list[tuple[Path, str, dict[str, 
     current = {model_slug(model): cell_settings(resolved, model) for model in resolved.config.models}
     some = next(iter(current.values()))
     conflicts = []
-    for state_path in _cell_files(resolved.output):
-        state = _read_json(state_path) or {}
+    for state_path in cell_files(resolved.output):
+        state = read_state(state_path) or {}
         if state.get("status") not in ("done", "running"):
             continue
         slug = state_path.parent.parent.name
         label = f"{state.get('model', slug)} @ {state_path.parent.name}"
-        recorded = _recorded_settings(state)
+        recorded = recorded_settings(state)
         if recorded is None:
             conflicts.append((state_path.parent, label, {"settings": ("not recorded (an older lm-eval-ruler)", "recorded")}))
             continue
@@ -596,8 +600,7 @@ def _metadata(resolved: _Resolved, cell: Cell) -> dict[str, Any]:
 
 def _prepare(resolved: _Resolved, cell: Cell, memo: dict[Any, dict[str, Any]]) -> None:
     """Generate or load the cell's datasets as the child will, size the window, build the command."""
-    from ._dataset import build_dataset
-    from .harness import options_from_metadata
+    from .data import build_dataset, options_from_metadata
 
     config = resolved.config
     base_args = _base_model_args(resolved, cell.model)
@@ -664,14 +667,6 @@ def _now() -> str:
     return _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds")
 
 
-def _read_json(path: Path) -> dict[str, Any] | None:
-    try:
-        data = json.loads(path.read_text(encoding="utf-8"))
-    except (OSError, ValueError):
-        return None
-    return data if isinstance(data, dict) else None
-
-
 def _pid_alive(pid: Any, needle: str | None = None) -> bool:
     if not isinstance(pid, int) or pid <= 0:
         return False
@@ -689,21 +684,13 @@ def _pid_alive(pid: Any, needle: str | None = None) -> bool:
         return True  # no /proc: trust the pid
 
 
-def _results_path(cell_dir: Path, state: Mapping[str, Any]) -> Path | None:
-    relative = state.get("results_file")
-    if not relative:
-        return None
-    path = cell_dir / relative
-    return path if path.is_file() else None
-
-
 def _classify(cell_dir: Path, state: Mapping[str, Any] | None) -> str:
     """``done`` (skip), ``busy`` (a live process owns it), or ``todo``."""
     if state is None:
         return "todo"
     status = state.get("status")
     if status == "done":
-        return "done" if _results_path(cell_dir, state) else "todo"
+        return "done" if results_path(cell_dir, state) else "todo"
     if status != "running":
         return "todo"
     try:
@@ -742,12 +729,14 @@ def _repo_root() -> Path | None:
 
 
 def _child_env(cache_dir: Path) -> dict[str, str]:
+    from .data.cache import CACHE_ENV
+
     env = dict(os.environ)
     root = _repo_root()
     if root is not None:
         rest = [p for p in env.get("PYTHONPATH", "").split(os.pathsep) if p and Path(p).resolve() != root]
         env["PYTHONPATH"] = os.pathsep.join([str(root), *rest])
-    env["LM_EVAL_RULER_CACHE"] = str(cache_dir)
+    env[CACHE_ENV] = str(cache_dir)
     return env
 
 
@@ -977,107 +966,6 @@ def _run_cell(
     return CellOutcome(cell.model, cell.length, cell.directory, status, True, exit_code, seconds, results, cell.command, message)
 
 
-def _cell_files(path: Path) -> list[Path]:
-    """``cell.json`` files of a sweep root (``<root>/<model>/<length>/``) or of one model's folder."""
-    return sorted(path.glob(f"*/*/{CELL_FILE}")) or sorted(path.glob(f"*/{CELL_FILE}"))
-
-
-def is_sweep_folder(path: str | os.PathLike[str]) -> bool:
-    """True for a sweep's output folder, or one model's folder inside it."""
-    return Path(path).is_dir() and bool(_cell_files(Path(path)))
-
-
-def load_sweep(output: str | os.PathLike[str]) -> dict[str, Any]:
-    """One ``report.Run`` per model from a sweep folder (all shards): the ``done`` cells' results merged.
-
-    ``output`` is the sweep's ``--output`` (every model) or one model's folder in it. Models come
-    in cell order, so the baseline (the first ``--model``) comes first. Each cell serves its own
-    window, so cells differ in ``max_model_len``/``max_length`` only; they are one run per model.
-    """
-    from . import report
-
-    found: list[tuple[int, str, Path]] = []
-    settings: dict[str, tuple[str, CellSettings | None]] = {}
-    for state_path in _cell_files(Path(output)):
-        state = _read_json(state_path)
-        if not state or state.get("status") != "done":
-            continue
-        results = _results_path(state_path.parent, state)
-        if results is not None:
-            model = str(state.get("model"))
-            found.append((int(state.get("cell_index", 1 << 30)), model, results))
-            settings[model] = _same_settings(settings.get(model), f"{model} @ {state_path.parent.name}", _recorded_settings(state))
-    _check_folder_settings(output, settings)
-    runs: dict[str, Any] = {}
-    for _, model, results in sorted(found, key=lambda item: (item[0], item[1], str(item[2]))):
-        part = report.load_run(results, name=model)
-        if model not in runs:
-            recorded = settings[model][1]
-            info = {**part.info, "sweep_settings": None if recorded is None else recorded.to_dict()}
-            runs[model] = report.Run(name=model, path=Path(output), files=(), results={}, samples={},
-                                     info=info, warnings=[])  # fmt: skip
-        run = runs[model]
-        run.files = (*run.files, *part.files)
-        run.results.update(part.results)
-        run.samples.update(part.samples)
-        run.warnings.extend(part.warnings)
-    return runs
-
-
-def _same_settings(
-    seen: tuple[str, CellSettings | None] | None, label: str, recorded: CellSettings | None
-) -> tuple[str, CellSettings | None]:
-    """The settings shared by one model's cells so far; a cell that disagrees is a mixed folder."""
-    from .errors import ReportError
-
-    if seen is None:
-        return label, recorded
-    first, expected = seen
-    if (expected is None) != (recorded is None):
-        raise ReportError(
-            f"{first} and {label} cannot be reported together: one recorded its settings and the other "
-            "(made by an older lm-eval-ruler) did not; rerun the older one with `lm-eval-ruler sweep ... --replace`"
-        )
-    if expected is not None and recorded is not None and expected.differences(recorded):
-        raise ReportError(
-            f"{first} and {label} were made with different settings: "
-            f"{describe_differences([(label, expected.differences(recorded))])}; "
-            "rerun with the same settings (`lm-eval-ruler sweep ... --replace`) or report them as separate folders"
-        )
-    return seen
-
-
-def _check_folder_settings(output: str | os.PathLike[str], settings: Mapping[str, tuple[str, CellSettings | None]]) -> None:
-    """The models of one folder may differ in their own arguments only (see ``CellSettings``)."""
-    from .errors import ReportError
-
-    recorded = [(label, value) for label, value in settings.values() if value is not None]
-    for label, value in recorded[1:]:
-        differences = recorded[0][1].differences(value, same_model=False)
-        if differences:
-            raise ReportError(
-                f"{output} mixes experiments: {recorded[0][0]} and {label} were made with different settings: "
-                f"{describe_differences([(label, differences)])}; their scores are not comparable side by side"
-            )
-
-
-def _report_table(output: Path, say: Callable[[str], None]) -> str | None:
-    """The per-model RULER table from ``lm_eval_ruler.report``, when that module is installed."""
-    if importlib.util.find_spec(f"{__package__}.report") is None:
-        return None
-    try:
-        from . import report
-
-        runs = load_sweep(output)
-        if not runs:
-            return None
-        tables = [report.ruler_table(run) for run in runs.values()]
-        return str(report.to_markdown(tables, title=f"RULER sweep: {output}"))
-    except Exception as exc:  # noqa: BLE001 - the table is a convenience; results are on disk regardless
-        say(f"note: could not build the report table ({type(exc).__name__}: {exc}); results are in {output}")
-        return None
-
-
 class _Interrupt(KeyboardInterrupt):
     pass
 
@@ -1110,7 +998,7 @@ def run_sweep(config: SweepConfig, *, echo: Callable[[str], None] | None = None)
         _check_backend(resolved)
     _check_settings(resolved, say)
 
-    states = {cell.index: _read_json(cell.directory / CELL_FILE) for cell in cells}
+    states = {cell.index: read_state(cell.directory / CELL_FILE) for cell in cells}
     kinds = {cell.index: _classify(cell.directory, states[cell.index]) for cell in cells}
     pending = [cell for cell in cells if config.dry_run or kinds[cell.index] == "todo"]
     say(
@@ -1161,7 +1049,7 @@ def run_sweep(config: SweepConfig, *, echo: Callable[[str], None] | None = None)
             kind = kinds[cell.index]
             state = states[cell.index] or {}
             if kind == "done":
-                results = _results_path(cell.directory, state)
+                results = results_path(cell.directory, state)
                 outcomes[cell.index] = CellOutcome(cell.model, cell.length, cell.directory, "skipped",
                                                    exit_code=state.get("exit_code"), seconds=state.get("seconds"),
                                                    results_file=results, command=state.get("command", []),
@@ -1169,7 +1057,7 @@ def run_sweep(config: SweepConfig, *, echo: Callable[[str], None] | None = None)
                 continue
             if kind == "busy":
                 # Re-check: it may have finished while we were generating data.
-                state = _read_json(cell.directory / CELL_FILE) or {}
+                state = read_state(cell.directory / CELL_FILE) or {}
                 if _classify(cell.directory, state) != "todo":
                     owner = f"pid {state.get('pid')} on {state.get('host')}"
                     say(f"skip {cell.label}: {CELL_FILE} says {state.get('status')} ({owner})")
@@ -1212,7 +1100,7 @@ def run_sweep(config: SweepConfig, *, echo: Callable[[str], None] | None = None)
     for outcome in result.failed:
         say(f"  failed: {outcome.model} @ {outcome.length}: {outcome.message} (rerun the same command to retry)")
     if config.report and any(o.status in ("done", "skipped") for o in result.cells):
-        result.table = _report_table(resolved.output, say)
+        result.table = sweep_table(resolved.output, say)
         if result.table:
             print(result.table, flush=True)
     return result

@@ -60,7 +60,7 @@ def cache_dir(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
 @pytest.fixture()
 def essays_cache(cache_dir: Path, essays_file: Path) -> Path:
     """A cache with the pinned essay corpus imported."""
-    from lm_eval_ruler import sources
+    from lm_eval_ruler.data import sources
 
     sources.import_file(essays_file, cache_dir)
     return cache_dir

@@ -7,7 +7,7 @@ from pathlib import Path
 import pytest
 
 from lm_eval_ruler import TASKS, DatasetOptions, build_dataset
-from lm_eval_ruler._tokenizer import PromptCounter, RenderSettings, load_tokenizer
+from lm_eval_ruler.data.tokens import PromptCounter, RenderSettings, load_tokenizer
 
 FIXTURES = Path(__file__).resolve().parent / "fixtures"
 QA_FILES = (("squad", str(FIXTURES / "squad_dev_mini.json")), ("hotpotqa", str(FIXTURES / "hotpot_dev_mini.json")))

@@ -15,9 +15,9 @@ from typing import Any
 import pytest
 
 from lm_eval_ruler import DatasetOptions, build_dataset
-from lm_eval_ruler._cache import DatasetCache
 from lm_eval_ruler._files import file_sha256, locked, write_atomically, write_json_atomically
 from lm_eval_ruler.cli import main
+from lm_eval_ruler.data.cache import DatasetCache
 
 #: (task, length) of the small real entries every test starts from; none needs a data file.
 CELLS = (("niah_single_1", 1024), ("niah_multikey_2", 1024), ("niah_single_1", 2048))
@@ -252,11 +252,11 @@ def test_locked_creates_its_directory(tmp_path: Path):
 
 
 def _build_in_child(cache: str, tokenizer: str, barrier: Any, results: Any) -> None:
-    from lm_eval_ruler import _dataset, _niah
-    from lm_eval_ruler._tokenizer import load_tokenizer
+    from lm_eval_ruler.data import build
+    from lm_eval_ruler.data.tokens import load_tokenizer
 
     load_tokenizer(tokenizer, False, None)  # warm, so both processes reach the cache together
-    generate, lock = _niah.generate, _dataset.locked
+    generate, lock = build.FAMILIES["niah"], build.locked
     entered = []
 
     def slow_generate(*args: Any, **kwargs: Any) -> Any:
@@ -267,7 +267,7 @@ def _build_in_child(cache: str, tokenizer: str, barrier: Any, results: Any) -> N
         entered.append(path)
         return lock(path)
 
-    _niah.generate, _dataset.locked = slow_generate, recorded_lock
+    build.FAMILIES, build.locked = {**build.FAMILIES, "niah": slow_generate}, recorded_lock
     barrier.wait(timeout=120)
     result = build_dataset("niah_single_1", 1024, _options(tokenizer, Path(cache)))
     results.put((result.from_cache, len(entered), result.docs))
@@ -297,7 +297,7 @@ def test_concurrent_builders_of_one_key_generate_once(llama3_tokenizer: str, cac
 
 def test_a_miss_names_the_determinant_that_differs(llama3_tokenizer: str, cache_dir: Path, caplog):
     both = _options(llama3_tokenizer, cache_dir, render_modes=("raw", "chat"))
-    caplog.set_level(logging.WARNING, logger="lm_eval_ruler._dataset")
+    caplog.set_level(logging.WARNING, logger="lm_eval_ruler.data.build")
     assert not build_dataset("niah_single_1", 1024, both).from_cache
     assert not caplog.records  # nothing cached for this task and length: nothing to explain
     cached_key = _entries(cache_dir)[CELLS[0]].key

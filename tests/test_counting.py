@@ -9,7 +9,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from lm_eval_ruler import DatasetOptions, build_dataset
-from lm_eval_ruler._tokenizer import PromptCounter, RenderSettings, load_tokenizer
+from lm_eval_ruler.data.tokens import PromptCounter, RenderSettings, load_tokenizer
 
 NIAH = ["niah_single_1", "niah_multikey_2", "niah_multikey_3", "niah_single_2", "niah_multivalue", "niah_multiquery"]
 
@@ -130,13 +130,13 @@ def test_joined_counts_equal_whole_counts_for_any_items(llama3_tokenizer, items,
 
 def test_a_locality_violation_found_by_verification_regenerates_with_whole_counts(llama3_tokenizer, monkeypatch):
     """Poisoned piece counts are caught by whole-prompt verification; the dataset is then counted whole."""
-    from lm_eval_ruler import _tokenizer
+    from lm_eval_ruler.data import tokens
 
     options = DatasetOptions(tokenizer=llama3_tokenizer, num_samples=4, use_cache=False, render_modes=("raw",))
     honest = build_dataset("niah_single_1", 1024, options)
     tokenizer = load_tokenizer(llama3_tokenizer, False, None)  # the object build_dataset uses
-    monkeypatch.setitem(_tokenizer._STATES, tokenizer, _tokenizer._TokenizerState())
-    state = _tokenizer._state_of(tokenizer)
+    monkeypatch.setitem(tokens._STATES, tokenizer, tokens._TokenizerState())
+    state = tokens._state_of(tokenizer)
     state.regex_pieces[" grass"] = 40  # a wrong count for a piece every noise haystack contains
     poisoned = build_dataset("niah_single_1", 1024, options)
     assert poisoned.info["piecewise_counting"] is False
@@ -147,7 +147,7 @@ def test_a_locality_violation_found_by_verification_regenerates_with_whole_count
 @given(texts=st.lists(st.text(alphabet="ab Z9-._:\n\t\x1c é1", max_size=14), min_size=1, max_size=6))
 def test_vectorized_cutter_equals_the_boundary_regex(texts):
     """The numpy cutter (ASCII texts, batched) gives exactly the regex's pieces, text by text."""
-    from lm_eval_ruler._tokenizer import _PIECE_BOUNDARY, cut_pieces
+    from lm_eval_ruler.data.tokens import _PIECE_BOUNDARY, cut_pieces
 
     pieces, owners = cut_pieces(texts)
     cut = [[] for _ in texts]

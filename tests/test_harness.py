@@ -5,8 +5,9 @@ from __future__ import annotations
 import pytest
 
 from lm_eval_ruler._window import config_window
+from lm_eval_ruler.data import options_from_metadata
 from lm_eval_ruler.errors import BudgetError, ConfigurationError, TokenizerError
-from lm_eval_ruler.harness import build_for_task, check_window, options_from_metadata, task_length
+from lm_eval_ruler.harness import build_for_task, check_window, task_length
 
 
 def test_missing_tokenizer_names_the_arguments():

@@ -1,7 +1,7 @@
 """``LABEL=PATH`` names runs everywhere: sweep folders too, and plot files stay one per run.
 
 The runs are the hand-written fixtures under tests/fixtures/results/pair (see its README). A
-sweep folder is faked the way ``lm_eval_ruler.sweep.load_sweep`` reads one: a ``done``
+sweep folder is faked the way ``lm_eval_ruler.report.load_sweep`` reads one: a ``done``
 ``cell.json`` per ``<root>/<model-slug>/<length>/`` naming its results file.
 """
 
@@ -13,9 +13,10 @@ from pathlib import Path
 
 import pytest
 
-from lm_eval_ruler._report_cli import main as report_cli
-from lm_eval_ruler.report import _unique_stem
-from lm_eval_ruler.sweep import CELL_FILE, model_slug
+from lm_eval_ruler.report.cli import main as report_cli
+from lm_eval_ruler.report.plots import _unique_stem
+from lm_eval_ruler.report.sweep_folder import CELL_FILE
+from lm_eval_ruler.sweep import model_slug
 
 PAIR = Path(__file__).parent / "fixtures" / "results" / "pair"
 BASELINE = PAIR / "baseline"

@@ -12,8 +12,8 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from lm_eval_ruler import BudgetError, DatasetOptions, build_dataset
-from lm_eval_ruler._haystack import DEPTHS, AdjectiveNounKeys, niah_keys
-from lm_eval_ruler._templates import NOISE_BLOCK, singularize
+from lm_eval_ruler.data.families.haystack import DEPTHS, AdjectiveNounKeys, niah_keys
+from lm_eval_ruler.data.families.templates import NOISE_BLOCK, singularize
 
 SINGLE_PREFIX = " The special magic {t} for {k} mentioned in the provided text is"
 SINGLE_HEAD = "A special magic {t} is hidden within the following text. Make sure to memorize it. I will quiz you about the {t} afterwards.\n"
@@ -192,7 +192,7 @@ def test_chat_template_is_budgeted(smollm2):
 def essay_sentences(essays_file):
     from pathlib import Path
 
-    from lm_eval_ruler._haystack import EssaySentences, essay_corpus_from_json, sentence_splitter
+    from lm_eval_ruler.data.families.haystack import EssaySentences, essay_corpus_from_json, sentence_splitter
 
     corpus = essay_corpus_from_json(Path(essays_file).read_bytes())
     return corpus, sentence_splitter(), EssaySentences(corpus, sentence_splitter())

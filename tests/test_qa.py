@@ -20,8 +20,8 @@ from pathlib import Path
 import pytest
 
 from lm_eval_ruler import BudgetError, ConfigurationError, DatasetOptions, DataSourceError, build_dataset
-from lm_eval_ruler._generation import Resources
-from lm_eval_ruler._qa import load_corpus
+from lm_eval_ruler.data.families.kit import Resources
+from lm_eval_ruler.data.families.qa import load_corpus
 from lm_eval_ruler.metrics import score_sample, string_match_all, string_match_part
 
 FIXTURES = Path(__file__).parent / "fixtures"
@@ -73,7 +73,7 @@ def data(tmp_path_factory: pytest.TempPathFactory):
         return paths[name]
 
     with pytest.MonkeyPatch.context() as patch:
-        patch.setattr("lm_eval_ruler._generation.Resources.path", path)
+        patch.setattr("lm_eval_ruler.data.families.kit.Resources.path", path)
         patch.setenv("LM_EVAL_RULER_CACHE", str(root / "cache"))
         yield paths
 
@@ -331,7 +331,7 @@ def test_too_small_length_is_a_budget_error(tokenizer_dir, data, task):
 def test_hotpot_below_ten_documents_is_a_budget_error_not_a_crash(tokenizer_dir, data, monkeypatch):
     # A search result that is not a multiple of 10 can step back below the 10 own paragraphs, where
     # RULER's random.sample gets a negative size.
-    monkeypatch.setattr("lm_eval_ruler._qa._search_size", lambda *args: 15)
+    monkeypatch.setattr("lm_eval_ruler.data.families.qa._search_size", lambda *args: 15)
     with pytest.raises(BudgetError, match="needs its 10 own paragraphs, but fewer documents \\(5\\) fit"):
         generate("qa_hotpot", 1024, tokenizer_dir, n=1)
 

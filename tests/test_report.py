@@ -18,7 +18,6 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from lm_eval_ruler._report_cli import main as report_cli
 from lm_eval_ruler._tasks import CATEGORIES, LENGTHS, STANDARD_LENGTHS, TASKS
 from lm_eval_ruler.errors import RulerError
 from lm_eval_ruler.report import (
@@ -40,6 +39,7 @@ from lm_eval_ruler.report import (
     to_json,
     to_markdown,
 )
+from lm_eval_ruler.report.cli import main as report_cli
 
 FIXTURES = Path(__file__).parent / "fixtures" / "results"
 LLAMA = FIXTURES / "llama-3.1-8b"
@@ -442,7 +442,7 @@ def test_plots_png_and_svg(tmp_path: Path):
 
 def test_depth_bins():
     """Depth 0-100% into 10 bins; the baseline fails its first 1 (4K) or 2 (8K) docs, the shallowest needles."""
-    from lm_eval_ruler.report import _depth_matrix
+    from lm_eval_ruler.report.plots import _depth_matrix
 
     matrix, counts, lengths = _depth_matrix(load_run(BASELINE))
     assert lengths == [4096, 8192] and counts.sum() == 8 * 20 * 2

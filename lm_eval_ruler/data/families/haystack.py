@@ -16,7 +16,7 @@ from dataclasses import dataclass
 from importlib import metadata as importlib_metadata
 from typing import Any
 
-from .errors import ConfigurationError, DataSourceError
+from ...errors import ConfigurationError, DataSourceError
 
 #: RULER's needle depths: ``np.round(np.linspace(0, 100, 40)).astype(int)``.
 DEPTHS: tuple[int, ...] = (

@@ -13,7 +13,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Generic, TypeVar
 
-from .errors import BudgetError
+from ...errors import BudgetError
 
 Sample = TypeVar("Sample")
 

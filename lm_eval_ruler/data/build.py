@@ -1,15 +1,15 @@
 """From a task, a length and a tokenizer to docs: generate, or load from the cache.
 
 This is the stage between the generators and lm-eval: it resolves options,
-computes the cache key from everything that determines the data, and records
-what was run (profile, tokenizer and template fingerprints, data hashes) so
-results can say exactly which data they were computed on.
+computes the cache key from everything that determines the data, calls the
+task's family generator (``families.FAMILIES``) on a miss, and records what
+was run (profile, tokenizer and template fingerprints, data hashes) so results
+can say exactly which data they were computed on.
 """
 
 from __future__ import annotations
 
 import hashlib
-import importlib
 import logging
 import statistics
 import time
@@ -19,60 +19,26 @@ from importlib import metadata as importlib_metadata
 from pathlib import Path
 from typing import Any
 
-from ._cache import DatasetCache, cache_key, describe_difference
-from ._files import file_sha256, locked
-from ._generation import GenerationSettings, Resources, data_file_sha256
-from ._haystack import WONDERWORDS_VERSION, sentence_splitter
-from ._tasks import DATA_VERSION, DEFAULT_NUM_SAMPLES, DEFAULT_PROFILE, DEFAULT_SEED, check_profile, task_spec
-from ._templates import model_template as lookup_model_template
-from ._tokenizer import (
+from .._files import file_sha256, locked
+from .._tasks import DATA_VERSION, TaskSpec, task_spec
+from . import sources
+from .cache import DatasetCache, cache_key, cache_root, describe_difference
+from .families import FAMILIES
+from .families.haystack import WONDERWORDS_VERSION, sentence_splitter
+from .families.kit import GenerationSettings, Resources, data_file_sha256
+from .families.templates import model_template as lookup_model_template
+from .options import DatasetOptions
+from .tokens import (
     LocalityViolation,
     PromptCounter,
-    RenderMode,
     RenderSettings,
     chat_template_text,
     load_tokenizer,
     text_fingerprint,
     tokenizer_fingerprint,
 )
-from .errors import ConfigurationError
 
 logger = logging.getLogger(__name__)
-_FAMILY_MODULES = {
-    "niah": "._niah",
-    "variable_tracking": "._variable_tracking",
-    "common_words": "._common_words",
-    "frequent_words": "._frequent_words",
-    "qa": "._qa",
-}
-
-
-@dataclass(frozen=True)
-class DatasetOptions:
-    """User-facing knobs of one generation request (all have RULER defaults)."""
-
-    tokenizer: str
-    num_samples: int = DEFAULT_NUM_SAMPLES
-    seed: int = DEFAULT_SEED
-    profile: str = DEFAULT_PROFILE
-    render_modes: tuple[RenderMode, ...] = ("raw", "chat")
-    system_instruction: str | None = None
-    model_template: str | None = None
-    add_bos_token: bool | None = None
-    trust_remote_code: bool = False
-    tokenizer_revision: str | None = None
-    cache_dir: str | None = None
-    use_cache: bool = True
-    download: bool = True
-    #: Source name -> a local file to use instead of the pinned download.
-    data_files: tuple[tuple[str, str], ...] = ()
-
-    def __post_init__(self) -> None:
-        if self.num_samples < 1:
-            raise ConfigurationError(f"num_samples must be at least 1, got {self.num_samples}")
-        check_profile(self.profile)
-        if self.model_template is not None:
-            lookup_model_template(self.model_template)
 
 
 @dataclass(frozen=True)
@@ -95,11 +61,8 @@ def build_dataset(task: str, length: int, options: DatasetOptions, *, cached_onl
     ``cached_only`` returns None instead of generating, for checks that must not
     spend minutes generating data a run will refuse anyway.
     """
-    from . import sources
-
     spec = task_spec(task)
-    cache_root = sources.cache_dir(options.cache_dir)
-    cache = DatasetCache(cache_root / "datasets")
+    cache = DatasetCache.at(options.cache_dir)
     alias = _alias_key(spec, length, options) if options.use_cache else None
     if alias is not None:
         aliased = cache.resolve_alias(alias)
@@ -109,10 +72,35 @@ def build_dataset(task: str, length: int, options: DatasetOptions, *, cached_onl
 
     tokenizer = load_tokenizer(options.tokenizer, options.trust_remote_code, options.tokenizer_revision)
     modes = ("raw",) if options.model_template else options.render_modes
-    render = RenderSettings(modes, options.system_instruction, options.add_bos_token)
-    counter = PromptCounter(tokenizer, render)
+    counter = PromptCounter(tokenizer, RenderSettings(modes, options.system_instruction, options.add_bos_token))
+    determinants = _determinants(spec, length, options, tokenizer, counter)
+    key = cache_key(determinants)
+    if not options.use_cache:
+        return None if cached_only else _generate(spec, length, options, counter, determinants, key)
+    hit = _cache_hit(cache, key, alias)
+    if hit is not None:
+        return hit
+    if cached_only:
+        _explain_miss(cache, spec.name, length, determinants)
+        return None
+    # Concurrent builders of one key (data-parallel ranks, `generate --jobs` beside a run) wait
+    # for the first and reuse its entry instead of all generating it.
+    with locked(cache_root(options.cache_dir) / "locks" / f"{key}.lock"):
+        hit = _cache_hit(cache, key, alias)
+        if hit is not None:
+            return hit
+        _explain_miss(cache, spec.name, length, determinants)
+        generated = _generate(spec, length, options, counter, determinants, key)
+        cache.store(key, generated.docs, generated.info)
+        if alias is not None:
+            cache.store_alias(alias, key)
+    return generated
+
+
+def _determinants(spec: TaskSpec, length: int, options: DatasetOptions, tokenizer: Any, counter: PromptCounter) -> dict[str, Any]:
+    """Everything that determines the docs; its hash is the cache key (``cache_key``)."""
     template = chat_template_text(tokenizer) if "chat" in counter.settings.modes else None
-    determinants = {
+    return {
         "task": spec.name,
         "task_version": spec.version,
         "params": dict(spec.params),
@@ -130,27 +118,6 @@ def build_dataset(task: str, length: int, options: DatasetOptions, *, cached_onl
         "wonderwords": WONDERWORDS_VERSION,
         "data": _data_fingerprints(spec.family, spec.params, options, lambda: sentence_splitter().fingerprint),
     }
-    key = cache_key(determinants)
-    if not options.use_cache:
-        return None if cached_only else _generate(spec, length, options, counter, determinants, key)
-    hit = _cache_hit(cache, key, alias)
-    if hit is not None:
-        return hit
-    if cached_only:
-        _explain_miss(cache, spec.name, length, determinants)
-        return None
-    # Concurrent builders of one key (data-parallel ranks, `generate --jobs` beside a run) wait
-    # for the first and reuse its entry instead of all generating it.
-    with locked(cache_root / "locks" / f"{key}.lock"):
-        hit = _cache_hit(cache, key, alias)
-        if hit is not None:
-            return hit
-        _explain_miss(cache, spec.name, length, determinants)
-        generated = _generate(spec, length, options, counter, determinants, key)
-        cache.store(key, generated.docs, generated.info)
-        if alias is not None:
-            cache.store_alias(alias, key)
-    return generated
 
 
 def _cache_hit(cache: DatasetCache, key: str, alias: str | None) -> GeneratedDataset | None:
@@ -183,7 +150,7 @@ def _explain_miss(cache: DatasetCache, task: str, length: int, determinants: dic
 
 
 def _generate(
-    spec: Any, length: int, options: DatasetOptions, counter: PromptCounter, determinants: dict[str, Any], key: str
+    spec: TaskSpec, length: int, options: DatasetOptions, counter: PromptCounter, determinants: dict[str, Any], key: str
 ) -> GeneratedDataset:
     """Generate the docs (uncached) and the build info recorded with them."""
     settings = GenerationSettings(
@@ -195,13 +162,13 @@ def _generate(
         lookup_model_template(options.model_template) if options.model_template else None,
     )
     resources = Resources(options.cache_dir, options.download, dict(options.data_files))
-    module = importlib.import_module(_FAMILY_MODULES[spec.family], __package__)
+    generate = FAMILIES[spec.family]
     started = time.perf_counter()
     try:
-        docs = module.generate(settings, counter, resources)
+        docs = generate(settings, counter, resources)
     except LocalityViolation:
         # counter.piecewise is now off: the same generation, counted whole.
-        docs = module.generate(settings, counter, resources)
+        docs = generate(settings, counter, resources)
     elapsed = time.perf_counter() - started
     info = {
         **determinants,
@@ -221,7 +188,7 @@ _WEIGHT_SUFFIXES = {".safetensors", ".bin", ".gguf", ".pt", ".pth", ".h5", ".msg
 _MAX_TOKENIZER_FILE = 200 * 1024 * 1024
 
 
-def _alias_key(spec: Any, length: int, options: DatasetOptions) -> str | None:
+def _alias_key(spec: TaskSpec, length: int, options: DatasetOptions) -> str | None:
     """A cache key computable without loading the tokenizer, or None when its files cannot be found.
 
     A cache hit must not pay for importing transformers and loading the
@@ -296,8 +263,6 @@ def _data_fingerprints(family: str, params: Any, options: DatasetOptions, splitt
     Pinned sources are verified by sha256 when read, so the pinned hash stands
     for the file; a user-supplied file is hashed.
     """
-    from . import sources
-
     files = dict(options.data_files)
 
     def fingerprint(name: str) -> str:

@@ -111,7 +111,7 @@ class ModelTemplate:
 
 def model_template(name: str) -> ModelTemplate:
     """Look up one of NVIDIA's model templates by its RULER name."""
-    from .errors import ConfigurationError
+    from ...errors import ConfigurationError
 
     try:
         text = MODEL_TEMPLATES[name]

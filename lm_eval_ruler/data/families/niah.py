@@ -11,10 +11,10 @@ import uuid
 from collections.abc import Callable
 from typing import Any
 
-from ._generation import GenerationSettings, Prompt, PromptBuilder, Resources, Rngs, SizedTask, join_query, search_and_generate
-from ._haystack import DEPTHS, depth_of_position, niah_keys
-from ._templates import NIAH_ANSWER_PREFIX, NIAH_NEEDLE, NIAH_TEMPLATE, NOISE_BLOCK, singularize
-from ._tokenizer import CountedText, PromptCounter
+from ..tokens import CountedText, PromptCounter
+from .haystack import DEPTHS, depth_of_position, niah_keys
+from .kit import GenerationSettings, Prompt, PromptBuilder, Resources, Rngs, SizedTask, join_query, search_and_generate
+from .templates import NIAH_ANSWER_PREFIX, NIAH_NEEDLE, NIAH_TEMPLATE, NOISE_BLOCK, singularize
 
 ESSAY_STEP = 500
 BLOCK_STEP = 25

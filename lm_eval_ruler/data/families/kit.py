@@ -16,12 +16,13 @@ from typing import Any
 
 import numpy as np
 
-from ._budget import binary_search_size, fit_sample_to_budget, linear_search_size
-from ._files import file_sha256
-from ._haystack import EssayCorpus, EssaySentences, SentenceSplitter, essay_corpus_from_json, sentence_splitter
-from ._tasks import TaskSpec
-from ._templates import ModelTemplate
-from ._tokenizer import CountedText, PromptCounter
+from ..._files import file_sha256
+from ..._tasks import TaskSpec
+from .. import sources
+from ..tokens import CountedText, PromptCounter
+from .budget import binary_search_size, fit_sample_to_budget, linear_search_size
+from .haystack import EssayCorpus, EssaySentences, SentenceSplitter, essay_corpus_from_json, sentence_splitter
+from .templates import ModelTemplate
 
 
 @dataclass(frozen=True)
@@ -96,8 +97,6 @@ class Resources:
 
     def path(self, name: str) -> Path:
         """The verified pinned file, or the user's own file (``ruler_<name>_file``), hashed for provenance."""
-        from . import sources
-
         if name in self.files:
             path = Path(self.files[name])
             self.used[name] = {"file": str(path), "sha256": data_file_sha256(str(path)), "pinned": False}
@@ -121,7 +120,7 @@ class Resources:
 
 def data_file_sha256(path: str) -> str:
     """Hash of a user-supplied data file; it stands in for the pinned hash in cache keys."""
-    from .errors import DataSourceError
+    from ...errors import DataSourceError
 
     try:
         return file_sha256(path)
@@ -188,7 +187,7 @@ def search_and_generate(
 
     if settings.legacy:
         size = linear_search_size(
-            lambda n: _legacy_probe_tokens(counter, build(n), sizing) + gen,
+            lambda n: legacy_probe_tokens(counter, build(n), sizing) + gen,
             settings.length,
             sizing.step,
             sizing.cap,
@@ -207,7 +206,7 @@ def search_and_generate(
     return docs
 
 
-def _legacy_probe_tokens(counter: PromptCounter, prompt: Prompt, sizing: SizedTask) -> int:
+def legacy_probe_tokens(counter: PromptCounter, prompt: Prompt, sizing: SizedTask) -> int:
     """2024 probes counted the prompt followed by the gold answer text."""
     return counter.count(prompt.user, prompt.answer_prefix + sizing.legacy_answer(prompt), prompt.context)
 

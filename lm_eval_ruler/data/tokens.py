@@ -22,7 +22,7 @@ from typing import Any, Literal
 
 import numpy as np
 
-from .errors import ConfigurationError, TokenizerError
+from ..errors import ConfigurationError, TokenizerError
 
 RenderMode = Literal["raw", "chat"]
 logger = logging.getLogger(__name__)

@@ -36,10 +36,10 @@ from typing import Any
 
 import numpy as np
 
-from ._generation import GenerationSettings, Prompt, PromptBuilder, Resources, Rngs, make_doc
-from ._templates import FWE_ANSWER_PREFIX, FWE_TEMPLATE
-from ._tokenizer import CountedText, PromptCounter
-from .errors import BudgetError
+from ...errors import BudgetError
+from ..tokens import CountedText, PromptCounter
+from .kit import GenerationSettings, Prompt, PromptBuilder, Resources, Rngs, make_doc
+from .templates import FWE_ANSWER_PREFIX, FWE_TEMPLATE
 
 NOISE_WORD = "..."
 WORDS_PER_VOCAB_ENTRY = 50

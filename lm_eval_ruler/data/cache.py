@@ -1,4 +1,10 @@
-"""Generated datasets on disk, keyed by everything that determines them.
+"""The plugin's cache root, and the generated datasets kept under it, keyed by everything that determines them.
+
+``cache_root()`` is the one place that decides where the cache lives
+(``--cache-dir`` / ``ruler_cache_dir`` > ``$LM_EVAL_RULER_CACHE`` >
+``$XDG_CACHE_HOME/lm-eval-ruler`` > ``~/.cache/lm-eval-ruler``); the pinned
+data files live in ``<root>/data`` (``sources``), generated datasets in
+``<root>/datasets`` (``datasets_dir``, ``DatasetCache.at``).
 
 A cache entry is one file: a JSON header line (key, doc count, build info),
 then per doc a JSON line holding its small fields and the byte lengths of its
@@ -24,15 +30,18 @@ from __future__ import annotations
 import hashlib
 import json
 import logging
+import os
 import time
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, BinaryIO
 
-from ._files import write_atomically
+from .._files import write_atomically
 
 logger = logging.getLogger(__name__)
+#: Environment variable naming the cache root (a sweep sets it for its cells).
+CACHE_ENV = "LM_EVAL_RULER_CACHE"
 FORMAT = 2
 SUFFIX = ".ruler"
 #: String fields at least this long are stored raw after their doc's line.
@@ -42,6 +51,27 @@ _TRAILER = "__end__"
 #: Entries of cache format 1, which nothing reads any more: listed as bad, removed by ``clear``.
 _FORMAT1_GLOB = "*/*.jsonl.gz"
 _MISSING = object()
+
+
+def cache_root(cache_dir: str | os.PathLike[str] | None = None) -> Path:
+    """The plugin's cache root: ``cache_dir`` > ``$LM_EVAL_RULER_CACHE`` > ``$XDG_CACHE_HOME/lm-eval-ruler`` > ``~/.cache/lm-eval-ruler``.
+
+    Nothing is created here; writers create what they need.
+    """
+    if cache_dir is not None and str(cache_dir) != "":
+        return Path(cache_dir).expanduser()
+    env = os.environ.get(CACHE_ENV)
+    if env:
+        return Path(env).expanduser()
+    xdg = os.environ.get("XDG_CACHE_HOME")
+    # The XDG spec says relative values are invalid and must be ignored.
+    base = Path(xdg) if xdg and os.path.isabs(xdg) else Path.home() / ".cache"
+    return base / "lm-eval-ruler"
+
+
+def datasets_dir(cache_dir: str | os.PathLike[str] | None = None) -> Path:
+    """``<cache root>/datasets``, where generated datasets live."""
+    return cache_root(cache_dir) / "datasets"
 
 
 def cache_key(determinants: dict[str, Any]) -> str:
@@ -161,6 +191,11 @@ class DatasetCache:
 
     def __init__(self, root: Path) -> None:
         self.root = root
+
+    @classmethod
+    def at(cls, cache_dir: str | os.PathLike[str] | None = None) -> DatasetCache:
+        """The dataset cache of a cache root (``cache_root(cache_dir)/datasets``)."""
+        return cls(datasets_dir(cache_dir))
 
     def _path(self, key: str) -> Path:
         return self.root / key[:2] / f"{key}{SUFFIX}"

@@ -42,12 +42,12 @@ from __future__ import annotations
 import logging
 from typing import Any
 
-from ._budget import binary_search_size, fit_sample_to_budget
-from ._generation import GenerationSettings, Prompt, PromptBuilder, Resources, Rngs, make_doc
-from ._haystack import common_word_pool
-from ._templates import CWE_ANSWER_PREFIX, CWE_TEMPLATE
-from ._tokenizer import PromptCounter
-from .errors import DataSourceError
+from ...errors import DataSourceError
+from ..tokens import PromptCounter
+from .budget import binary_search_size, fit_sample_to_budget
+from .haystack import common_word_pool
+from .kit import GenerationSettings, Prompt, PromptBuilder, Resources, Rngs, make_doc
+from .templates import CWE_ANSWER_PREFIX, CWE_TEMPLATE
 
 logger = logging.getLogger(__name__)
 

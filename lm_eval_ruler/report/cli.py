@@ -16,6 +16,16 @@ from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
+from ..errors import ReportError, run_reporting_errors
+from .comparison import compare, gate
+from .html import to_html
+from .intervals import BOOTSTRAP_RESAMPLES, BOOTSTRAP_SEED
+from .plots import save_plots
+from .runs import Run, load_run
+from .sweep_folder import is_sweep_folder, load_sweep
+from .table import ruler_table
+from .text import github_summary, to_csv, to_json, to_markdown
+
 REPORT_COMMANDS = ("report", "compare")
 FORMATS = ("markdown", "csv", "json", "html", "github")
 
@@ -106,73 +116,74 @@ def add_report_commands(subparsers: Any) -> None:
     ``args.report_handler(args)`` and use its return value as the exit code.
     """
     formatter = argparse.RawDescriptionHelpFormatter
-    report = subparsers.add_parser(
+    report_parser = subparsers.add_parser(
         "report",
         help="RULER tables (per-length scores, Avg, wAvg, effective length) from lm-eval results",
         description="Print RULER's tables for one or more runs, recomputed from the per-task rows of lm-eval's results.",
         epilog=REPORT_EPILOG,
         formatter_class=formatter,
     )
-    report.add_argument("runs", nargs="+", metavar="RUN", help="results folder or results_*.json, optionally LABEL=PATH")
-    _add_output_args(report)
-    report.set_defaults(report_handler=handle_report)
+    report_parser.add_argument("runs", nargs="+", metavar="RUN", help="results folder or results_*.json, optionally LABEL=PATH")
+    _add_output_args(report_parser)
+    report_parser.set_defaults(report_handler=handle_report)
 
-    compare = subparsers.add_parser(
+    compare_parser = subparsers.add_parser(
         "compare",
         help="recovery of candidate(s) vs a baseline with confidence intervals, and a pass/fail gate for CI",
         description="Compare candidate runs (e.g. quantized checkpoints) with a baseline run on the same RULER data.",
         epilog=COMPARE_EPILOG,
         formatter_class=formatter,
     )
-    compare.add_argument("--baseline", required=True, metavar="RUN", help="the reference run (e.g. the bf16 model)")
-    compare.add_argument(
+    compare_parser.add_argument("--baseline", required=True, metavar="RUN", help="the reference run (e.g. the bf16 model)")
+    compare_parser.add_argument(
         "--candidate", required=True, action="append", metavar="RUN", help="a run to judge; repeat for several candidates"
     )
-    compare.add_argument(
+    compare_parser.add_argument(
         "--min-recovery",
         type=float,
         default=99.0,
         metavar="PCT",
         help="gate: overall recovery must be at least this percentage (default 99)",
     )
-    compare.add_argument(
+    compare_parser.add_argument(
         "--lengths",
         metavar="SPEC",
         help="compare only these lengths: a range 4k..64k, a list 4k,8k,32k, or 'standard' (4k..128k); default: all "
         "the candidate ran. The baseline must have every compared task.",
     )
-    compare.add_argument(
+    compare_parser.add_argument(
         "--gate-lengths", metavar="SPEC", help="gate on these compared lengths only (same syntax); the others are report-only"
     )
-    compare.add_argument(
+    compare_parser.add_argument(
         "--alpha", type=float, default=0.05, help="intervals are (1-alpha) level and the gate tests at alpha (default 0.05 = 95%%)"
     )
-    compare.add_argument(
+    compare_parser.add_argument(
         "--allow-mismatch",
         action="store_true",
         help="compare runs whose data provenance differs (tokenizer, template, samples ...); differences become warnings",
     )
-    compare.add_argument(
+    compare_parser.add_argument(
         "--method",
         choices=("auto", "paired-bootstrap", "stderr"),
         default="auto",
         help="interval method: auto = paired bootstrap when both runs have sample logs, else stderr",
     )
-    compare.add_argument("--bootstrap", type=int, default=2000, metavar="B", help="bootstrap resamples (default 2000)")
-    compare.add_argument("--seed", type=int, default=0, help="bootstrap seed, fixed so reports are reproducible (default 0)")
-    _add_output_args(compare)
-    compare.set_defaults(report_handler=handle_compare)
+    compare_parser.add_argument(
+        "--bootstrap", type=int, default=BOOTSTRAP_RESAMPLES, metavar="B", help=f"bootstrap resamples (default {BOOTSTRAP_RESAMPLES})"
+    )
+    compare_parser.add_argument(
+        "--seed", type=int, default=BOOTSTRAP_SEED, help=f"bootstrap seed, fixed so reports are reproducible (default {BOOTSTRAP_SEED})"
+    )
+    _add_output_args(compare_parser)
+    compare_parser.set_defaults(report_handler=handle_compare)
 
 
-def _load(spec: str) -> list[Any]:
+def _load(spec: str) -> list[Run]:
     """Runs named by one argument: a results folder, ``LABEL=PATH``, or a sweep output (one run per model).
 
     A label names the runs of a sweep folder too: ``LABEL`` for a folder with one
     model, ``LABEL/<model>`` for each model of a folder with several.
     """
-    from .report import load_run
-    from .sweep import is_sweep_folder, load_sweep
-
     label, sep, path = spec.partition("=")
     if not (sep and label and not Path(spec).exists()):
         label, path = "", spec
@@ -181,7 +192,7 @@ def _load(spec: str) -> list[Any]:
     return [load_run(path, name=label) if label else load_run(path)]
 
 
-def _labelled(runs: list[Any], label: str) -> list[Any]:
+def _labelled(runs: list[Run], label: str) -> list[Run]:
     """``runs`` (one per model of a sweep folder) renamed after the user's label, when there is one."""
     import dataclasses
 
@@ -193,15 +204,13 @@ def _labelled(runs: list[Any], label: str) -> list[Any]:
 
 
 def _render(items: list[Any], fmt: str, title: str | None) -> str:
-    from . import report
-
     kwargs = {"title": title} if title else {}
     renderers: dict[str, Callable[..., str]] = {
-        "markdown": lambda: report.to_markdown(items, **kwargs),
-        "csv": lambda: report.to_csv(items),
-        "json": lambda: report.to_json(items),
-        "html": lambda: report.to_html(items, **kwargs),
-        "github": lambda: report.github_summary(items),
+        "markdown": lambda: to_markdown(items, **kwargs),
+        "csv": lambda: to_csv(items),
+        "json": lambda: to_json(items),
+        "html": lambda: to_html(items, **kwargs),
+        "github": lambda: github_summary(items),
     }
     return renderers[fmt]()
 
@@ -221,16 +230,12 @@ def _emit(text: str, args: argparse.Namespace) -> None:
 
 def _plots(items: list[Any], args: argparse.Namespace) -> None:
     if args.plots:
-        from .report import save_plots
-
         for path in save_plots(items, args.plots):
             print(f"plot {path}", file=sys.stderr)
 
 
 def handle_report(args: argparse.Namespace) -> int:
     """``report RUN...``: RULER tables; always exit 0 unless the input is bad (2)."""
-    from .report import ruler_table
-
     runs = [run for spec in args.runs for run in _load(spec)]
     tables = [ruler_table(run) for run in runs]
     for run in runs:
@@ -244,8 +249,6 @@ def handle_report(args: argparse.Namespace) -> int:
 
 def handle_compare(args: argparse.Namespace) -> int:
     """``compare --baseline A --candidate B...``: recovery, intervals and the gate; exit 0 pass, 1 fail, 2 bad input."""
-    from .report import ReportError, compare, gate
-
     baselines = _load(args.baseline)
     if len(baselines) != 1:
         raise ReportError(f"--baseline must name one model's results, but {args.baseline} holds {len(baselines)} models")
@@ -283,15 +286,13 @@ def handle_compare(args: argparse.Namespace) -> int:
 
 
 def build_parser() -> argparse.ArgumentParser:
-    """A standalone parser with just these two commands (``python -m lm_eval_ruler._report_cli``)."""
+    """A standalone parser with just these two commands (``python -m lm_eval_ruler.report.cli``)."""
     parser = argparse.ArgumentParser(prog="lm-eval-ruler", description="RULER reports and recovery gates from lm-eval results.")
     add_report_commands(parser.add_subparsers(dest="command", required=True))
     return parser
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    from .errors import run_reporting_errors
-
     args = build_parser().parse_args(argv)
     return run_reporting_errors(lambda: args.report_handler(args))
 

@@ -28,11 +28,11 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from ._budget import binary_search_size, fit_sample_to_budget
-from ._generation import GenerationSettings, Prompt, PromptBuilder, Resources, Rngs, SizedTask, _legacy_probe_tokens, make_doc
-from ._templates import QA_ANSWER_PREFIX, QA_TEMPLATE
-from ._tokenizer import PromptCounter
-from .errors import BudgetError, ConfigurationError, DataSourceError
+from ...errors import BudgetError, ConfigurationError, DataSourceError
+from ..tokens import PromptCounter
+from .budget import binary_search_size, fit_sample_to_budget
+from .kit import GenerationSettings, Prompt, PromptBuilder, Resources, Rngs, SizedTask, legacy_probe_tokens, make_doc
+from .templates import QA_ANSWER_PREFIX, QA_TEMPLATE
 
 #: Documents added or removed per search step and per-sample step-back (``incremental``).
 DOC_STEP = 10
@@ -301,7 +301,7 @@ def _search_size(settings: GenerationSettings, counter: PromptCounter, probe: Ca
         return binary_search_size(lambda n: _tokens(counter, probe(n)) + gen <= settings.length, sizing.step, upper, sizing.step)
     num_docs, total = sizing.step, 0
     while total + gen < settings.length:
-        total = _legacy_probe_tokens(counter, probe(num_docs), sizing)
+        total = legacy_probe_tokens(counter, probe(num_docs), sizing)
         if total + gen > settings.length:
             num_docs -= sizing.step
             break

@@ -34,10 +34,6 @@ class DataSourceError(RulerError):
     """An external data file is missing, corrupt or cannot be downloaded."""
 
 
-class CacheError(RulerError):
-    """A generated-dataset cache entry is unusable."""
-
-
 class ReportError(RulerError):
     """Results cannot be read or compared (bad folder, corrupt file, mismatched runs).
 

@@ -24,6 +24,7 @@ from lm_eval_ruler import sweep
 from lm_eval_ruler.errors import BudgetError, ConfigurationError, RulerError
 from lm_eval_ruler.report.sweep_folder import CELL_FILE, MANIFEST_FILE, is_sweep_folder, load_sweep, read_state
 from lm_eval_ruler.sweep import SweepConfig, model_slug, parse_shard, plan_cells, run_sweep
+from lm_eval_ruler.sweep.state import classify, now, pid_alive
 
 REPO = Path(__file__).resolve().parents[1]
 TASKS = ("niah_single_1", "niah_multikey_2")
@@ -217,12 +218,37 @@ def test_missing_backend_and_dry_run_without_data(tmp_path: Path, llama3_tokeniz
     assert not (tmp_path / "cache" / "data").exists()
 
 
+def test_one_checkpoint_under_two_labels_with_its_own_options(tmp_path: Path, llama3_tokenizer: str, capsys):
+    """bf16 vs online FP8 of the same path: two folders, two runs named by label, and a compare between them."""
+    from lm_eval_ruler.cli import main as cli_main
+
+    output = tmp_path / "out"
+    config = dummy_config(
+        llama3_tokenizer, output, tmp_path / "cache", models=("base=fake/model", "fp8=fake/model"),
+        model_options={"fp8": {"quantization": "fp8"}}, lengths=("1k",), tasks=("niah_single_1",),
+    )  # fmt: skip
+    result = run_sweep(config)
+    assert result.ok and [(c.model, c.status) for c in result.cells] == [("base", "done"), ("fp8", "done")]
+    manifests = {label: json.loads((output / label / "1k" / MANIFEST_FILE).read_text()) for label in ("base", "fp8")}
+    assert "quantization" not in manifests["base"]["model_args"] and manifests["fp8"]["model_args"]["quantization"] == "fp8"
+    assert manifests["base"]["model"] == manifests["fp8"]["model"] == "fake/model" and manifests["fp8"]["label"] == "fp8"
+    assert list(load_sweep(output)) == ["base", "fp8"]
+    capsys.readouterr()
+    assert cli_main(["compare", "--baseline", str(output / "base"), "--candidate", str(output / "fp8"), "--min-recovery", "0"]) in (0, 1)
+    assert "fp8 vs base" in capsys.readouterr().out
+    # A label the grid does not define, or two models in one folder, are refused before anything runs.
+    with pytest.raises(ConfigurationError, match="no --model LABEL=PATH defines"):
+        plan_cells(SweepConfig(models=("a=x/y",), model_options={"b": {"dtype": "float16"}}))
+    with pytest.raises(ConfigurationError, match="share the output folder 'a'"):
+        plan_cells(SweepConfig(models=("a=x/y", "a=x/z")))
+
+
 def test_stale_running_cell_is_rerun_and_finished_one_is_not(sharded: dict[str, Any], tmp_path: Path):
     output = tmp_path / "out"
     shutil.copytree(sharded["output"], output)  # cell.json paths are relative: the copy is still resumable
     path = output / "fake__model" / "2k" / CELL_FILE
     state = json.loads(path.read_text())
-    state.update(status="running", pid=dead_pid(), sweep_pid=dead_pid(), host=socket.gethostname(), heartbeat=sweep._now())
+    state.update(status="running", pid=dead_pid(), sweep_pid=dead_pid(), host=socket.gethostname(), heartbeat=now())
     path.write_text(json.dumps(state))
     untouched = (output / "fake__model" / "1k" / CELL_FILE).read_bytes()
 
@@ -236,13 +262,13 @@ def test_stale_running_cell_is_rerun_and_finished_one_is_not(sharded: dict[str, 
 
 def test_running_cell_owned_by_a_live_sweep_is_not_taken(tmp_path: Path):
     state = {"status": "running", "host": socket.gethostname(), "pid": dead_pid(), "sweep_pid": os.getpid()}
-    state["heartbeat"] = sweep._now()
-    assert sweep._classify(tmp_path, state) == "busy"
-    assert sweep._classify(tmp_path, {**state, "heartbeat": "2000-01-01T00:00:00+00:00"}) == "todo"
-    assert sweep._classify(tmp_path, {**state, "host": "elsewhere"}) == "busy"
-    assert sweep._classify(tmp_path, {**state, "host": "elsewhere", "heartbeat": "2000-01-01T00:00:00+00:00"}) == "todo"
-    assert sweep._classify(tmp_path, {"status": "failed"}) == "todo"
-    assert sweep._classify(tmp_path, {"status": "done", "results_file": "missing.json"}) == "todo"
+    state["heartbeat"] = now()
+    assert classify(tmp_path, state) == "busy"
+    assert classify(tmp_path, {**state, "heartbeat": "2000-01-01T00:00:00+00:00"}) == "todo"
+    assert classify(tmp_path, {**state, "host": "elsewhere"}) == "busy"
+    assert classify(tmp_path, {**state, "host": "elsewhere", "heartbeat": "2000-01-01T00:00:00+00:00"}) == "todo"
+    assert classify(tmp_path, {"status": "failed"}) == "todo"
+    assert classify(tmp_path, {"status": "done", "results_file": "missing.json"}) == "todo"
 
 
 def test_killed_sweep_continues_where_it_stopped(tmp_path: Path, llama3_tokenizer: str):
@@ -270,9 +296,9 @@ def test_killed_sweep_continues_where_it_stopped(tmp_path: Path, llama3_tokenize
             process.wait()
     child = state["pid"]
     deadline = time.time() + 120
-    while sweep._pid_alive(child, needle="lm_eval_ruler") and time.time() < deadline:
+    while pid_alive(child, needle="lm_eval_ruler") and time.time() < deadline:
         time.sleep(0.5)
-    assert not sweep._pid_alive(child, needle="lm_eval_ruler"), "the cell's lm-eval process outlived the killed sweep"
+    assert not pid_alive(child, needle="lm_eval_ruler"), "the cell's lm-eval process outlived the killed sweep"
     assert cell_state(output, "1k")["status"] == "done"
     assert cell_state(output, "2k")["status"] == "running"
     first_done = (output / "fake__model" / "1k" / CELL_FILE).read_bytes()

@@ -68,7 +68,8 @@ def load_sweep(output: str | os.PathLike[str]) -> dict[str, Run]:
     """One :class:`Run` per model from a sweep folder (all shards): the ``done`` cells' results merged.
 
     ``output`` is the sweep's ``--output`` (every model) or one model's folder in it. Models come
-    in cell order, so the baseline (the first ``--model``) comes first. Each cell serves its own
+    in cell order, so the baseline (the first ``--model``) comes first, and are named by their
+    label (``--model LABEL=PATH``), else by the model's name. Each cell serves its own
     window, so cells differ in ``max_model_len``/``max_length`` only; they are one run per model.
     """
     found: list[tuple[int, str, Path]] = []
@@ -79,7 +80,7 @@ def load_sweep(output: str | os.PathLike[str]) -> dict[str, Run]:
             continue
         results = results_path(state_path.parent, state)
         if results is not None:
-            model = str(state.get("model"))
+            model = str(state.get("label") or state.get("model"))
             found.append((int(state.get("cell_index", 1 << 30)), model, results))
             settings[model] = _same_settings(settings.get(model), f"{model} @ {state_path.parent.name}", recorded_settings(state))
     _check_folder_settings(output, settings)

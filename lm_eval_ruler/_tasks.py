@@ -119,6 +119,7 @@ TASKS: Mapping[str, TaskSpec] = MappingProxyType(
                 30,
                 "all",
                 MappingProxyType({"num_chains": 1, "num_hops": 4}),
+                version=2,
                 description="Variable tracking: one chain of 4 hops in noise, with an in-context example",
             ),
             TaskSpec(
@@ -128,6 +129,7 @@ TASKS: Mapping[str, TaskSpec] = MappingProxyType(
                 120,
                 "all",
                 MappingProxyType({"freq_cw": 30, "freq_ucw": 3, "num_cw": 10, "num_fewshot": 1}),
+                version=2,
                 description="Common words extraction: the 10 most repeated words of a numbered list",
             ),
             TaskSpec(

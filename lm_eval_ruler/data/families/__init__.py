@@ -31,4 +31,18 @@ FAMILIES: Mapping[str, Generator] = {
     "qa": qa.generate,
 }
 
-__all__ = ["FAMILIES", "Generator"]
+#: ``TaskSpec.family`` -> the profiles in which NVIDIA nests its answered in-context example in the
+#: model template (CWE's few-shot example always; VT's example only in the 2024 code, head uses the
+#: plain task template). Under a chat template these tasks' data depend on ``example_rendering``.
+NESTED_EXAMPLES: Mapping[str, tuple[str, ...]] = {
+    "common_words": ("reference", "2024"),
+    "variable_tracking": ("2024",),
+}
+
+
+def nests_examples(family: str, profile: str) -> bool:
+    """Whether NVIDIA wraps this family's in-context example in the model template under ``profile``."""
+    return profile in NESTED_EXAMPLES.get(family, ())
+
+
+__all__ = ["FAMILIES", "NESTED_EXAMPLES", "Generator", "nests_examples"]

@@ -11,6 +11,11 @@ text, answer prefix) and followed by its answer, then a newline and the
 task's own template: ``example + " " + "1. a 2. b ..." + "\\n" + task``.
 Without an NVIDIA model template the user text is exactly that string up to
 the task's answer prefix, which lm-eval appends after its own chat template.
+Under chat-only rendering with ``ruler_example_rendering=nvidia`` (the
+default) the model template is the tokenizer's chat template split around
+the user text (``chat_model_template``): the example becomes a whole
+user/assistant exchange, as in NVIDIA's prompts, and the doc's user text is
+NVIDIA's string without the outer wrapper that lm-eval adds.
 
 Profiles: ``reference`` (head) sizes by binary search, from a 4096-word
 probe with upper bound 2 * floor(length / tokens per word); ``2024`` grows the
@@ -112,7 +117,7 @@ def generate(settings: GenerationSettings, counter: PromptCounter, resources: Re
             user, prefix = builder.build(context=numbered(shot_words), query="", num_cw=num_cw)
             parts.append(user + prefix + answer_gap + numbered(shot_gold))
         user, prefix = builder.build(context=context.text, query="", num_cw=num_cw)
-        return Prompt("\n".join(parts) + "\n" + user, prefix, gold, context=context)
+        return Prompt(builder.unwrap("\n".join(parts) + "\n" + user), prefix, gold, context=context)
 
     def tokens(prompt: Prompt) -> int:
         return counter.count(prompt.user, prompt.answer_prefix, prompt.context)

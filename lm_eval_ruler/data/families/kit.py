@@ -143,22 +143,31 @@ class PromptBuilder:
 
     With an NVIDIA model template (``model_template`` metadata) the wrapper is
     part of the user text, exactly as RULER's prepare.py builds it; otherwise
-    lm-eval's chat template (or none) wraps it later.
+    lm-eval's chat template (or none) wraps it later. A template derived from
+    the tokenizer's chat template (``ModelTemplate.applied_by_harness``) is
+    used the same way, to nest answered examples as NVIDIA does; ``unwrap``
+    then removes the outer wrapper, which lm-eval's chat rendering adds.
     """
 
     def __init__(self, template: str, answer_prefix: str, model_template: ModelTemplate | None) -> None:
         self.template = model_template.wrap(template) if model_template else template
         self.answer_prefix = answer_prefix
+        self.model_template = model_template
 
     def rewrite(self, transform: Callable[[str], str]) -> PromptBuilder:
         """Apply a whole-string rewrite (NIAH's singular form) to both parts."""
         builder = PromptBuilder.__new__(PromptBuilder)
         builder.template = transform(self.template)
         builder.answer_prefix = transform(self.answer_prefix)
+        builder.model_template = self.model_template
         return builder
 
     def build(self, **fields: Any) -> tuple[str, str]:
         return self.template.format(**fields), self.answer_prefix.format(**fields)
+
+    def unwrap(self, user: str) -> str:
+        """The doc's user text for NVIDIA's whole prompt ``user`` (see ``ModelTemplate.unwrap``)."""
+        return self.model_template.unwrap(user) if self.model_template else user
 
 
 @dataclass

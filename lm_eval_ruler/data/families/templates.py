@@ -104,9 +104,38 @@ class ModelTemplate:
     name: str
     before: str
     after: str
+    #: True for a template derived from the tokenizer's chat template (``chat_model_template``):
+    #: lm-eval's ``--apply_chat_template`` adds the outermost ``before``/``after`` itself, so the
+    #: doc's user text is NVIDIA's string without them (``unwrap``).
+    applied_by_harness: bool = False
 
     def wrap(self, task_text: str) -> str:
         return self.before + task_text + self.after
+
+    def unwrap(self, text: str) -> str:
+        """The doc's user text for NVIDIA's full ``text``: without the outer wrapper when lm-eval adds it."""
+        if not self.applied_by_harness:
+            return text
+        if not (text.startswith(self.before) and text.endswith(self.after)):
+            raise ValueError("the prompt is not wrapped in its model template")  # a generator bug
+        return text[len(self.before) : len(text) - len(self.after)]
+
+
+#: The name recorded for a model template derived from the tokenizer's chat template.
+CHAT_TEMPLATE_NAME = "tokenizer chat template"
+
+
+def chat_model_template(before: str, after: str) -> ModelTemplate:
+    """NVIDIA's "model template" for a tokenizer: its chat rendering of one user message, split there.
+
+    ``before`` is everything lm-eval's chat rendering puts before the user text
+    (BOS, a system turn the template injects or the run's system instruction,
+    the user header), ``after`` everything between the user text and the
+    answer prefix (end of turn, assistant header). Generators wrap the
+    answered in-context examples in it as NVIDIA's prepare.py does with a
+    model template; lm-eval adds the outer pair itself.
+    """
+    return ModelTemplate(CHAT_TEMPLATE_NAME, before, after, applied_by_harness=True)
 
 
 def model_template(name: str) -> ModelTemplate:

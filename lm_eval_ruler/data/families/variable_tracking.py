@@ -21,7 +21,15 @@ Profiles:
   (the 2024 code does this whatever the model template, so without one the
   example question ends "... in the text Answer:"); "assgined"; the example is
   inserted as ``" " + example + "\\n\\n"`` after an example string that itself
-  ends in ``"\\n\\n"``.
+  ends in ``"\\n\\n"``. Under chat-only rendering with
+  ``ruler_example_rendering=nvidia`` (the default) the model template is the
+  tokenizer's chat template split around the user text
+  (``chat_model_template``), so the example keeps NVIDIA's piece of it
+  (ChatML: ``... in the text above.<|im_end|> Answer: ...``); the doc's user
+  text is NVIDIA's string without the outer wrapper lm-eval adds, so it
+  starts with that inserted space, which a template that trims message
+  content (Llama-3.1's ``| trim``) drops: the one byte by which such prompts
+  differ from NVIDIA's (counts are of what is sent).
 
 Deviations from NVIDIA's code (all outside what a successful NVIDIA run produces):
 
@@ -163,7 +171,7 @@ class _Generator:
         if is_icl:
             return _Draw(self.icl_template.format(**fields), "", names)
         user, prefix = self.builder.build(**fields)
-        return _Draw(user, prefix, names, context)
+        return _Draw(self.builder.unwrap(user), prefix, names, context)
 
     def draw_retrying(self, num_noises: int, is_icl: bool) -> _Draw:
         """A size-search probe; NVIDIA's script would abort on a repeated name, we draw again."""

@@ -227,6 +227,9 @@ elif a[:2] == ["-m", "lm_eval_ruler"]:
     if sub == "--version":
         print("lm-eval-ruler 0.1.0 (lm-eval 0.4.13)")
     elif sub == "sweep":
+        if "--slow" in a:
+            import time
+            time.sleep(120)
         for i, x in enumerate(a):
             if x == "--model":
                 label = a[i + 1].split("=")[0]
@@ -379,3 +382,59 @@ def test_study_uses_only_the_standard_library():
     )
     r = subprocess.run([sys.executable, "-I", "-c", code], check=False, capture_output=True, text=True, timeout=60)
     assert r.returncode == 0 and r.stdout.strip() == "[]", r.stdout + r.stderr
+
+
+def test_quantization_can_use_its_own_python(tmp_path):
+    model = tmp_path / "ckpt"
+    model.mkdir()
+    (model / "config.json").write_text(json.dumps({"max_position_embeddings": 8192}))
+    r = _run(
+        "--dry-run",
+        "--out",
+        str(tmp_path / "out"),
+        "--model",
+        str(model),
+        "--variants",
+        "bf16,w8a8",
+        "--python",
+        "/gpu/python3",
+        "--quant-python",
+        "/q/bin/python",
+        "--quant-pythonpath",
+        "",
+    )
+    assert r.returncode == 0, r.stderr
+    cmds = _commands(r.stdout)
+    quant = [c for c in cmds if "llmcompressor" in " ".join(c) or (len(c) > 1 and c[1].endswith("quantize.py"))]
+    assert [c[0] for c in quant] == ["/q/bin/python", "/q/bin/python"]  # the version check and quantize-w8a8
+    (sweep,) = [c for c in cmds if c[1:4] == ["-m", "lm_eval_ruler", "sweep"]]
+    assert sweep[0] == "/gpu/python3"
+
+
+def test_time_budget_stops_cleanly_and_writes_the_summary(tmp_path):
+    fake = tmp_path / "fake-python"
+    fake.write_text(FAKE_PYTHON.format(python=sys.executable))
+    fake.chmod(0o755)
+    model = tmp_path / "ckpt"
+    model.mkdir()
+    (model / "config.json").write_text(json.dumps({"max_position_embeddings": 8192}))
+    out = tmp_path / "out"
+    r = _run(
+        "--out",
+        str(out),
+        "--model",
+        str(model),
+        "--python",
+        str(fake),
+        "--variants",
+        "bf16,fp8",
+        "--extra-sweep-args=--slow",
+        "--time-budget",
+        "8",
+    )
+    assert r.returncode == 1, r.stdout + r.stderr
+    steps = {s["name"]: s for s in json.loads((out / "steps.json").read_text())["steps"]}
+    assert steps["sweep"]["status"] == "interrupted" and steps["sweep"]["wall_s"] < 60
+    assert steps["compare-fp8"]["status"] == "skipped"
+    assert "rerun" in steps["compare-fp8"]["note"]
+    assert "### sweep: interrupted" in (out / "SUMMARY.md").read_text()

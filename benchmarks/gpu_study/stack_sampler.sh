@@ -1,0 +1,15 @@
+#!/usr/bin/env bash
+# Sample the Python stacks of every running sweep cell (`python -m lm_eval_ruler run ...`) once a second
+# with py-spy, each dump under a `=== <unix time> pid <pid>` line, until killed. There is no perf,
+# strace or gdb on the GPU machine; a timeline of stacks shows where a cell's silent minutes go.
+#   bash benchmarks/gpu_study/stack_sampler.sh "$OUT/stacks.txt" & sampler=$!; ...; kill $sampler
+set -u
+out=$1
+: > "$out"
+while true; do
+  for pid in $(pgrep -f "lm_eval_ruler run" || true); do
+    echo "=== $(date +%s.%N) pid $pid" >> "$out"
+    timeout 10 py-spy dump --pid "$pid" >> "$out" 2>&1
+  done
+  sleep 1
+done

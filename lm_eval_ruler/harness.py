@@ -156,11 +156,25 @@ class RulerTask(ConfigurableTask):
             )
 
 
+def _log_prompt_once(doc: dict[str, Any]) -> None:
+    """Drop the prompt text from the doc that lm-eval is about to log beside the prompt itself.
+
+    With ``--log_samples`` lm-eval writes each sample's ``doc`` next to ``arguments``, the prompt
+    built from it, so every RULER prompt was stored twice (about 180 MB per 4K cell of 5,500
+    samples, gigabytes at 128K). lm-eval calls this with its own copy of the doc, after it built
+    the requests and before it logs the doc; ``doc_hash`` is computed from the request's copy, so
+    it still covers the prompt and pairs samples across runs.
+    """
+    doc.pop("input", None)
+
+
 def process_results_part(doc: dict[str, Any], results: list[str]) -> dict[str, float]:
     """QA scoring: any gold alias counts (NVIDIA's ``string_match_part``)."""
+    _log_prompt_once(doc)
     return {"score": score_sample("part", results[0], doc["outputs"])}
 
 
 def process_results_all(doc: dict[str, Any], results: list[str]) -> dict[str, float]:
     """NIAH/VT/CWE/FWE scoring: the fraction of gold strings found (``string_match_all``)."""
+    _log_prompt_once(doc)
     return {"score": score_sample("all", results[0], doc["outputs"])}

@@ -167,3 +167,24 @@ def test_generate_defaults_are_cache_hits_for_a_chat_template_run(tmp_path: Path
     for task in tasks:
         provenance = configs[f"ruler_{task}_1k"]["metadata"]["ruler"]
         assert provenance["from_cache"] is True and provenance["render_modes"] == ["chat"], provenance
+
+
+def test_sample_logs_keep_one_copy_of_each_prompt(tmp_path: Path, llama3_tokenizer: str, cache_dir: Path):
+    """--log_samples: the prompt is logged once (in `arguments`); `doc_hash` still hashes the whole doc."""
+    import hashlib
+
+    from lm_eval_ruler import DatasetOptions, build_dataset
+
+    output = tmp_path / "out"
+    run([
+        str(BIN / "lm-eval-ruler"), "run", "--model", "dummy", "--model_args", f"tokenizer={llama3_tokenizer}",
+        "--tasks", "ruler_niah_single_1_1k", "--metadata", "num_samples=3", "--log_samples", "--output_path", str(output),
+    ], {"LM_EVAL_RULER_CACHE": str(cache_dir)})  # fmt: skip
+    [log] = output.rglob("samples_ruler_niah_single_1_1k_*.jsonl")
+    samples = [json.loads(line) for line in log.read_text().splitlines()]
+    docs = build_dataset("niah_single_1", 1024, DatasetOptions(tokenizer=llama3_tokenizer, num_samples=3, render_modes=("raw",))).docs
+    for sample, doc in zip(samples, docs):
+        assert "input" not in sample["doc"] and sample["doc"]["outputs"] == doc["outputs"]
+        assert sample["arguments"]["gen_args_0"]["arg_0"] == doc["input"] + doc["gen_prefix"]
+        full = json.dumps(doc, indent=2, ensure_ascii=False)
+        assert sample["doc_hash"] == hashlib.sha256(full.encode()).hexdigest()

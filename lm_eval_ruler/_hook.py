@@ -31,6 +31,9 @@ from ._tasks import task_configs_dir
 
 DISABLE_ENV = "LM_EVAL_RULER_AUTOLOAD"
 _PATCHED = "_lm_eval_ruler_patched"
+#: Set by ``lm-eval-ruler run`` when every requested task is ours: lm-eval then need not index its
+#: own ~15,000 task configs, which takes seconds at the start of every run (every sweep cell).
+index_lm_eval_tasks = True
 
 
 def autoload_enabled() -> bool:
@@ -54,6 +57,8 @@ def _patch_task_manager(module: Any) -> None:
         ours = str(task_configs_dir())
         if ours not in [str(p) for p in paths]:
             paths.insert(0, ours)
+        if not index_lm_eval_tasks and not args:
+            kwargs.setdefault("include_defaults", False)
         original(self, verbosity, paths, *args, **kwargs)
 
     setattr(__init__, _PATCHED, True)
@@ -101,10 +106,12 @@ def _patch_evaluator_config(module: Any) -> None:
 _PATCHES = {"lm_eval.tasks.manager": _patch_task_manager, "lm_eval.config.evaluate_config": _patch_evaluator_config}
 
 
-def patch_lm_eval() -> None:
-    """Apply both patches now (imports lm-eval)."""
+def patch_lm_eval(*, only_our_tasks: bool = False) -> None:
+    """Apply both patches now (imports lm-eval); ``only_our_tasks`` skips indexing lm-eval's own tasks."""
     import importlib
 
+    global index_lm_eval_tasks
+    index_lm_eval_tasks = not only_our_tasks
     for name, patch in _PATCHES.items():
         patch(importlib.import_module(name))
 

@@ -475,8 +475,10 @@ def _version_text() -> str:
     return f"lm-eval-ruler {__version__} (lm-eval {lm_eval_version})"
 
 
-def check_lm_eval_args(argv: Sequence[str]) -> None:
+def check_lm_eval_args(argv: Sequence[str]) -> bool:
     """Validate the RULER parts of an lm-eval command line before lm-eval (or any model) loads.
+
+    True when every requested task is one of ours, so lm-eval's own task index is not needed.
 
     The arguments are parsed by lm-eval's own parser, so ``--tasks``/``-t``,
     ``--metadata`` (JSON or ``k=v,k=v``, repeatable) and ``--model_args`` mean
@@ -487,7 +489,7 @@ def check_lm_eval_args(argv: Sequence[str]) -> None:
 
     from lm_eval._cli.harness import HarnessCLI
 
-    from ._validate import validate_run
+    from ._validate import requested_names, validate_run
 
     saved = sys.argv
     sys.argv = ["lm-eval-ruler", *argv]
@@ -498,16 +500,17 @@ def check_lm_eval_args(argv: Sequence[str]) -> None:
         logging.disable(logging.NOTSET)
         sys.argv = saved
     if getattr(args, "command", None) != "run" or getattr(args, "config", None):
-        return
-    validate_run(args.tasks, args.metadata, args.model or "hf", args.model_args)
+        return False
+    ours = validate_run(args.tasks, args.metadata, args.model or "hf", args.model_args)
+    return bool(ours) and len(ours) == len(requested_names(args.tasks))
 
 
 def run_lm_eval(argv: Sequence[str]) -> None:
     """lm-eval's CLI with this plugin's tasks registered (whatever LM_EVAL_RULER_AUTOLOAD says)."""
-    check_lm_eval_args(argv)
+    only_ours = check_lm_eval_args(argv)
     from ._hook import patch_lm_eval
 
-    patch_lm_eval()
+    patch_lm_eval(only_our_tasks=only_ours)
     from lm_eval.__main__ import cli_evaluate
 
     saved = sys.argv

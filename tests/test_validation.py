@@ -400,3 +400,22 @@ def test_validator_imports_neither_lm_eval_nor_torch():
     result = _python(["-c", code], {"LM_EVAL_RULER_AUTOLOAD": "0"})
     assert result.returncode == 0, result.stderr
     assert result.stdout.strip() == "[]"
+
+
+def test_runs_of_only_our_tasks_skip_indexing_lm_evals_own_tasks():
+    """lm-eval indexes ~15,000 task configs at every start (seconds per sweep cell); runs of only ours skip that."""
+    from lm_eval_ruler import _hook
+    from lm_eval_ruler.cli import check_lm_eval_args
+
+    assert check_lm_eval_args(["run", "--model", "dummy", "--model_args", "tokenizer=x", "--tasks", "ruler_niah_single_1_1k,ruler_4k"]) is True
+    assert check_lm_eval_args(["run", "--model", "dummy", "--model_args", "tokenizer=x", "--tasks", "ruler_niah_single_1_1k,arc_easy"]) is False
+    assert check_lm_eval_args(["run", "--model", "dummy", "--model_args", "tokenizer=x", "--tasks", "ruler_vt"]) is False  # lm-eval's own port
+    try:
+        _hook.patch_lm_eval(only_our_tasks=True)
+        from lm_eval.tasks import TaskManager
+
+        ours_only = TaskManager()
+        assert "ruler_niah_single_1_4k" in ours_only.all_tasks and "arc_easy" not in ours_only.all_tasks
+    finally:
+        _hook.patch_lm_eval()
+    assert "arc_easy" in TaskManager().all_tasks

@@ -248,14 +248,19 @@ elif a[:2] == ["-m", "lm_eval_ruler"]:
 """
 
 
-def test_failed_steps_are_recorded_and_independent_steps_still_run(tmp_path):
+def fake_python_and_checkpoint(tmp_path):
+    """A stand-in for the GPU machine's python3 (prints what each step would), an 8K checkpoint, an output folder."""
     fake = tmp_path / "fake-python"
     fake.write_text(FAKE_PYTHON.format(python=sys.executable))
     fake.chmod(0o755)
     model = tmp_path / "ckpt"
     model.mkdir()
     (model / "config.json").write_text(json.dumps({"max_position_embeddings": 8192}))
-    out = tmp_path / "out"
+    return fake, model, tmp_path / "out"
+
+
+def test_failed_steps_are_recorded_and_independent_steps_still_run(tmp_path):
+    fake, model, out = fake_python_and_checkpoint(tmp_path)
     r = _run(
         "--out",
         str(out),
@@ -412,13 +417,7 @@ def test_quantization_can_use_its_own_python(tmp_path):
 
 
 def test_time_budget_stops_cleanly_and_writes_the_summary(tmp_path):
-    fake = tmp_path / "fake-python"
-    fake.write_text(FAKE_PYTHON.format(python=sys.executable))
-    fake.chmod(0o755)
-    model = tmp_path / "ckpt"
-    model.mkdir()
-    (model / "config.json").write_text(json.dumps({"max_position_embeddings": 8192}))
-    out = tmp_path / "out"
+    fake, model, out = fake_python_and_checkpoint(tmp_path)
     r = _run(
         "--out",
         str(out),

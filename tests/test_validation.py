@@ -236,6 +236,24 @@ def test_hook_validates_in_evaluator_config():
     assert configure(["ruler_qa_squad"], {"ruler_oops": 1, "max_seq_lengths": [4096]}).metadata["ruler_oops"] == 1
 
 
+def test_ruler_runs_on_vllm_tokenize_with_threads(monkeypatch):
+    """lm-eval turns tokenizer threads off; RULER runs on vLLM turn them back on (the prompts are tokenized at once)."""
+    import os
+
+    from lm_eval_ruler import _validate
+    from lm_eval_ruler._hook import patch_lm_eval
+
+    patch_lm_eval()
+    from lm_eval.config.evaluate_config import EvaluatorConfig
+
+    monkeypatch.setattr(_validate, "backend_problem", lambda model: None)  # no vLLM on CPU machines
+    for model, tasks, threads in (("vllm", ["ruler_niah_single_1_4k"], "true"), ("vllm", ["hellaswag"], "false"),
+                                  ("hf", ["ruler_niah_single_1_4k"], "false")):  # fmt: skip
+        monkeypatch.setenv("TOKENIZERS_PARALLELISM", "false")
+        EvaluatorConfig(model=model, model_args={"tokenizer": "t"}, tasks=tasks, metadata={})._configure()
+        assert os.environ["TOKENIZERS_PARALLELISM"] == threads, (model, tasks)
+
+
 # --- the lm-eval-ruler command --------------------------------------------------------------------
 
 

@@ -67,7 +67,9 @@ def config_window(model: str, model_args: Mapping[str, Any], *, backend: str | N
         from transformers import AutoConfig
     except ImportError:  # pragma: no cover - transformers is a dependency
         return None, "transformers is not installed"
-    kwargs: dict[str, Any] = {"trust_remote_code": str(model_args.get("trust_remote_code", False)).lower() == "true"}
+    from .data.options import parse_flag
+
+    kwargs: dict[str, Any] = {"trust_remote_code": parse_flag(model_args.get("trust_remote_code", False), "trust_remote_code")}
     if model_args.get("revision"):
         kwargs["revision"] = str(model_args["revision"])
     try:

@@ -192,7 +192,7 @@ def test_download_verifies_and_caches(server: Server, cache: Path, monkeypatch: 
     assert path.stat().st_mode & 0o777 == 0o666 & ~umask  # not mkstemp's 0600: caches are shared
 
     # Later calls trust the sidecar: no request and no hashing.
-    monkeypatch.setattr(sources, "_file_sha256", lambda p: pytest.fail("re-hashed a verified file"))
+    monkeypatch.setattr(sources, "file_sha256", lambda p: pytest.fail("re-hashed a verified file"))
     assert sources.source_path(src, cache) == path
     assert server.count("/fixture.json") == 1
 

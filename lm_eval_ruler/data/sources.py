@@ -231,7 +231,7 @@ def import_file(
     src = _identify(origin, candidates)
     if src is None:
         size = origin.stat().st_size
-        digest = _file_sha256(origin) if any(c.size == size for c in candidates) else None
+        digest = file_sha256(origin) if any(c.size == size for c in candidates) else None
         known = KNOWN_VARIANTS.get(digest or "")
         what = f"size {size:,} bytes" + (f", sha256 {digest}" if digest else "")
         hint = f"\nThis file is {known}." if known else ""
@@ -276,7 +276,7 @@ def status(
             detail = f"wrong size: {st.st_size:,} bytes, expected {src.size:,}"
             rows.append(SourceStatus(src.name, src.filename, target, True, False, st.st_size, None, detail))
             continue
-        digest = _file_sha256(target)
+        digest = file_sha256(target)
         if digest == src.sha256:
             _write_sidecar(target, src, st)
             rows.append(SourceStatus(src.name, src.filename, target, True, True, st.st_size, digest, "ok"))
@@ -329,11 +329,6 @@ def _timeout() -> float:
     return value
 
 
-def _file_sha256(path: Path) -> str:
-    """A full hash of ``path`` (memoized while its size, times and inode stay the same)."""
-    return file_sha256(path)
-
-
 def _sidecar(target: Path) -> Path:
     return target.with_name(target.name + ".verified")
 
@@ -380,7 +375,7 @@ def _problem(src: Source, target: Path) -> str | None:
         return None
     if st.st_size != src.size:
         return f"cached {target} has {st.st_size:,} bytes, expected {src.size:,}"
-    digest = _file_sha256(target)
+    digest = file_sha256(target)
     if digest != src.sha256:
         return f"cached {target} has sha256 {digest}, expected {src.sha256}"
     _write_sidecar(target, src, st)
@@ -519,7 +514,7 @@ def _identify(path: Path, candidates: Sequence[Source]) -> Source | None:
     sized = [c for c in candidates if c.size == size]
     if not sized:
         return None
-    digest = _file_sha256(path)
+    digest = file_sha256(path)
     return next((c for c in sized if c.sha256 == digest), None)
 
 

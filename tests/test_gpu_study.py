@@ -437,3 +437,51 @@ def test_time_budget_stops_cleanly_and_writes_the_summary(tmp_path):
     assert steps["compare-fp8"]["status"] == "skipped"
     assert "rerun" in steps["compare-fp8"]["note"]
     assert "### sweep: interrupted" in (out / "SUMMARY.md").read_text()
+
+
+def _dump(moment: float, pid: int, frames: list[str]) -> str:
+    stack = "\n".join(f"    {frame}" for frame in frames)
+    return (f"=== {moment} pid {pid}\nProcess {pid}: python3 -m lm_eval_ruler run\n\n"
+            f'Thread {pid} (idle): "MainThread"\n{stack}\nThread 9 (idle): "tqdm_monitor"\n    VLLM.tok_encode (x.py:1)\n')
+
+
+def test_phases_from_a_stack_timeline(tmp_path):
+    """Each dump's main-thread stack names a phase; the time to the next dump is charged to it, and the cell's
+    wall time before the first and after the last dump to start-up and shutdown. Other threads are ignored."""
+    spec = importlib.util.spec_from_file_location("gpu_study_phases", STUDY.parent / "phases.py")
+    phases = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(phases)
+    base = 1_796_565_500.0
+    stacks = [
+        (0, ["_find_and_load (<frozen importlib._bootstrap>:1)", "main (lm_eval_ruler/cli.py:1)"]),
+        (2, ["RulerTask.download (lm_eval_ruler/harness.py:1)"]),
+        (3, ["<module> (lm_eval/models/vllm_causallms.py:1)", "Registry.get (lm_eval/api/registry.py:1)"]),
+        (10, ["LLM.__init__ (vllm/entrypoints/llm.py:338)", "VLLM.__init__ (lm_eval/models/vllm_causallms.py:154)"]),
+        (15, ["TokenizersBackend._encode_plus (x.py:1)", "VLLM.tok_encode (lm_eval/models/vllm_causallms.py:1)"]),
+        (18, ["LLM.generate (vllm/entrypoints/llm.py:465)", "VLLM._model_generate (lm_eval/models/vllm_causallms.py:458)"]),
+        (48, ["score_sample (lm_eval_ruler/metrics.py:1)"]),
+        (49, ["EvaluationTracker.save_results_samples (lm_eval/loggers/evaluation_tracker.py:1)"]),
+        (52, ["Run._execute (lm_eval/_cli/run.py:395)"]),
+    ]
+    path = tmp_path / "stacks.txt"
+    path.write_text("".join(_dump(base + offset, 4242, frames) for offset, frames in stacks))
+    cell = tmp_path / "sweep" / "bf16" / "4k"
+    cell.mkdir(parents=True)
+    started = "2026-12-06T13:58:15+00:00"
+    start = __import__("datetime").datetime.fromisoformat(started).timestamp()
+    (cell / "cell.json").write_text(json.dumps({"pid": 4242, "started": started, "seconds": base + 55 - start,
+                                                "label": "bf16", "length": "4k"}))
+    found = phases.cell_phases(phases.read_dumps(path)[4242], start, base + 55 - start)
+    assert round(found[phases.START]) == round(base - start) + 2
+    assert found["tasks: data from the cache, requests"] == 1
+    assert found["import vLLM"] == 7
+    assert found["vLLM load"] == 5
+    assert found["tokenizing prompts (lm-eval)"] == 3
+    assert found["generation"] == 30
+    assert found["scoring"] == 1
+    assert found["saving, environment info"] == 3
+    assert round(found[phases.SHUTDOWN]) == 3
+    table = phases.table(path, tmp_path / "sweep")
+    assert "| phase | bf16 @ 4k |" in table
+    assert "| generation | 30 s |" in table
+    assert table.splitlines()[-1].startswith("| everything but vLLM load and generation | ")

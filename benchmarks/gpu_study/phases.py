@@ -34,8 +34,6 @@ SHUTDOWN = "exit, engine shutdown (unsampled)"
 OUTSIDE = ("vLLM load", "generation")
 ORDER = (START, "tasks: data from the cache, requests", "import vLLM", "vLLM load", "tokenizing prompts (lm-eval)",
          "generation", "scoring", "saving, environment info", SHUTDOWN)
-#: A gap longer than this between two dumps of one process is not charged to one phase.
-MAX_GAP_SECONDS = 15.0
 
 _HEADER = re.compile(r"^=== (?P<time>[0-9.]+) pid (?P<pid>\d+)$")
 
@@ -74,7 +72,7 @@ def cell_phases(dumps: list[tuple[float, list[str]]], started: float | None, sec
     for (moment, frames), (following, _) in zip(dumps, [*dumps[1:], (dumps[-1][0], [])]):
         phase = phase_of(frames, seen_generation)
         seen_generation = seen_generation or phase == "generation"
-        totals[phase] += min(following - moment, MAX_GAP_SECONDS)
+        totals[phase] += following - moment
     if started is not None and seconds is not None:
         totals[START] += max(0.0, dumps[0][0] - started)
         totals[SHUTDOWN] += max(0.0, started + seconds - dumps[-1][0])

@@ -481,7 +481,7 @@ def test_phases_from_a_stack_timeline(tmp_path):
     assert found["scoring"] == 1
     assert found["saving, environment info"] == 3
     assert round(found[phases.SHUTDOWN]) == 3
-    table = phases.table(path, tmp_path / "sweep")
+    table = phases.table(path, [tmp_path / "sweep"])
     assert "| phase | bf16 @ 4k |" in table
     assert "| generation | 30 s |" in table
     assert table.splitlines()[-1].startswith("| everything but vLLM load and generation | ")

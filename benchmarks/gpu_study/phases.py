@@ -6,7 +6,7 @@ the next dump of that process to it, and charges the cell's remaining wall time 
 `cell.json`: before the first dump and after the last) to start-up and shutdown. Phases are
 read from the frames, so the table names lm-eval's and vLLM's steps, not guesses from logs:
 
-    python3 benchmarks/gpu_study/phases.py stacks.txt --sweep OUT/sweep [--markdown]
+    python3 benchmarks/gpu_study/phases.py stacks.txt --sweep OUT/sweep [--sweep OTHER/sweep]
 
 The target of issue 14 is the share of everything except the vLLM load and generation.
 """
@@ -93,10 +93,10 @@ def sweep_cells(sweep: Path) -> dict[int, tuple[str, float, float]]:
     return cells
 
 
-def table(stacks: Path, sweep: Path | None) -> str:
+def table(stacks: Path, sweeps: list[Path]) -> str:
     """A markdown table: one column per cell, one row per phase, and the share outside load + generation."""
     dumps = read_dumps(stacks)
-    known = sweep_cells(sweep) if sweep else {}
+    known = {pid: cell for sweep in sweeps for pid, cell in sweep_cells(sweep).items()}
     columns = []
     for pid, items in dumps.items():
         title, started, seconds = known.get(pid, (f"pid {pid}", None, None))
@@ -114,7 +114,8 @@ def table(stacks: Path, sweep: Path | None) -> str:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("stacks", type=Path, help="stack_sampler.sh's output")
-    parser.add_argument("--sweep", type=Path, help="the sweep folder: cell titles, start times and wall times")
+    parser.add_argument("--sweep", type=Path, action="append", default=[],
+                        help="a sweep folder whose cells were sampled (repeatable): cell titles, start and wall times")
     args = parser.parse_args()
     print(table(args.stacks, args.sweep))
 

@@ -65,22 +65,42 @@ def _patch_task_manager(module: Any) -> None:
     manager.__init__ = __init__
 
 
-def validate_requested_tasks(tasks: Any, metadata: Any, model: Any) -> bool:
+def validate_requested_tasks(tasks: Any, metadata: Any, model: Any, model_args: Any = None) -> bool:
     """Check a run that asks for a ``ruler*`` task before lm-eval loads the model; True for such a run.
 
     Runs from ``EvaluatorConfig._process_arguments`` (``from_cli`` -> ``_configure``),
     where lm-eval has merged the YAML config, CLI args and ``model_args | metadata``
     but not yet resolved tasks or built the model. Runs without such a task never
-    import the validator.
+    import the validator. A run against a server (``base_url``) first gets the args it
+    lacks from the server (``add_server_args``).
     """
     items = [tasks] if isinstance(tasks, str) else tasks if isinstance(tasks, (list, tuple)) else []
     names = [part.strip() for item in items if isinstance(item, str) for part in item.split(",")]
     if not any(name.startswith("ruler") for name in names):
         return False
+    if isinstance(metadata, dict) and metadata.get("base_url") and isinstance(model_args, dict):
+        add_server_args(model, model_args, metadata)
     from ._validate import validate_run
 
     validate_run(tasks, metadata if isinstance(metadata, dict) else {}, model if isinstance(model, str) else None)
     return True
+
+
+def add_server_args(model: Any, model_args: dict[str, Any], metadata: dict[str, Any]) -> None:
+    """A RULER run against a server (``base_url``) takes its window and tokenizer from the server.
+
+    Without this, lm-eval's API backend keeps its default ``max_length`` of 2048 whatever the
+    server serves, and counts with whatever tokenizer the served name loads. The missing args
+    (``_server.complete_server_args``) go into both the model's args and the tasks' metadata,
+    before lm-eval builds either, so the task refuses a length over the server's window.
+    """
+    from ._server import SERVER_BACKENDS, complete_server_args
+
+    if model not in SERVER_BACKENDS:
+        return
+    for key, value in complete_server_args(metadata).items():
+        model_args.setdefault(key, value)
+        metadata.setdefault(key, value)
 
 
 #: lm-eval turns tokenizer threads off for every run (``_cli/run.py``), so its vLLM backend tokenizes
@@ -104,7 +124,7 @@ def _patch_evaluator_config(module: Any) -> None:
         if self.system_instruction:
             metadata.setdefault("ruler_system_instruction", self.system_instruction)
         self.metadata = metadata
-        if validate_requested_tasks(self.tasks, metadata, self.model) and self.model in _VLLM_BACKENDS:
+        if validate_requested_tasks(self.tasks, metadata, self.model, self.model_args) and self.model in _VLLM_BACKENDS:
             os.environ["TOKENIZERS_PARALLELISM"] = "true"
         return result
 

@@ -4,7 +4,8 @@ A bad ``--metadata`` value used to surface only once lm-eval had loaded the
 model (minutes on a large vLLM model) and built our task, at the bottom of a
 long traceback. Everything here is pure: it needs neither lm-eval, torch nor
 transformers, so the ``lm-eval-ruler`` command and the ``lm_eval`` startup
-hook can run it first. This module judges task names and the backend; the
+hook can run it first. Server mode (``base_url``) is the exception: the server's
+``/v1/models`` names the window and tokenizer (``_server``), asked here with a short timeout. This module judges task names and the backend; the
 metadata options are parsed by ``data.options``, which the task (``harness``)
 uses too, so the two can never disagree.
 """
@@ -16,6 +17,7 @@ import re
 from collections.abc import Iterable, Mapping
 from typing import Any
 
+from ._server import SERVER_BACKENDS, complete_server_args
 from ._tasks import CATEGORIES, CUSTOM_LENGTH, CUSTOM_LENGTH_KEY, LENGTHS, PREFIX, SUITE, TASKS, length_groups, parse_length
 from .data.options import custom_length, dataset_option_values, parse_int_option
 from .errors import ConfigurationError, RulerError
@@ -29,6 +31,8 @@ BACKEND_REQUIREMENTS = {
     "huggingface": (("torch", "accelerate"), "hf"),
     "vllm": (("vllm",), "vllm"),
     "vllm-vlm": (("vllm",), "vllm"),
+    # lm-eval's API backends import these lazily and fail only once the run has started.
+    "local-completions": (("aiohttp", "tenacity", "requests"), "api"),
 }
 _LENGTH_LIKE = re.compile(r"^\d+[kKmM]?$")
 _GLOB_CHARS = frozenset("*?[]")
@@ -137,6 +141,12 @@ def validate_run(
         return []
     merged = {**(model_args or {}), **(metadata or {})}
     checks = [lambda: dataset_option_values(merged)]
+    if model in SERVER_BACKENDS and merged.get("base_url"):
+        try:  # the server names the window and the tokenizer the options need
+            merged.update(complete_server_args(merged))
+        except RulerError as exc:
+            problems.append(exc)
+            checks = []
     if CUSTOM_LENGTH in suffixes:
         checks.append(lambda: custom_length(merged))
     elif CUSTOM_LENGTH_KEY in merged:

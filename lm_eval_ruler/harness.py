@@ -17,6 +17,7 @@ from typing import Any
 
 from lm_eval.api.task import ConfigurableTask
 
+from ._server import verify_server_tokenizer
 from ._tasks import task_spec
 from ._window import served_window
 from .data.build import GeneratedDataset, build_dataset
@@ -48,11 +49,15 @@ def check_window(length: int, metadata: Mapping[str, Any], needed: int | None = 
                 f"the longest prompt + answer of this task is {needed} tokens but the served window is {window} "
                 f"({source}); serve at least {needed} tokens (or {length}, the task length)."
             )
+        fix = (
+            f"restart the server with a window of at least {length} tokens (vllm serve ... --max-model-len {length})"
+            if metadata.get("base_url")
+            else f"serve a window of at least {length} tokens (e.g. --model_args ...,max_model_len={length} for vllm, "
+            f"max_length={length} for hf)"
+        )
         raise BudgetError(
             f"the task length is {length} tokens (prompt + answer) but the served window is {window} ({source}); "
-            f"lm-eval would left-truncate every long prompt and score garbage. Serve a window of at least {length} "
-            f"tokens (e.g. --model_args ...,max_model_len={length} for vllm, max_length={length} for hf, "
-            f"max_length={length + 1} for local-completions), or run a shorter length."
+            f"lm-eval would left-truncate every long prompt and score garbage. {fix[0].upper() + fix[1:]}, or run a shorter length."
         )
 
 
@@ -118,6 +123,11 @@ class RulerTask(ConfigurableTask):
         render = RenderSettings(tuple(generated.info["render_modes"]), options.system_instruction, options.add_bos_token)
         self._counter = PromptCounter(tokenizer, render, piecewise=False)
         self._checked_renderings = tuple(generated.info["render_modes"])
+        if metadata.get("base_url"):
+            # Server mode: the budgets above are counted locally, so the server must tokenize alike.
+            doc = generated.docs[0]
+            prompt = self._counter.render(doc["input"], doc["gen_prefix"], self._checked_renderings[-1])
+            verify_server_tokenizer(metadata, tokenizer, prompt)
         summary = Provenance.from_dataset(generated.info, generated.from_cache).to_dict()
         self.config.metadata = {**metadata, "ruler": summary}
         stats = generated.info["prompt_tokens"]

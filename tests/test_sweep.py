@@ -372,13 +372,16 @@ def test_dry_run_prints_commands_with_max_model_len(tmp_path: Path, llama3_token
 
 
 def test_server_mode_and_tight_window(tmp_path: Path, llama3_tokenizer: str):
-    config = dummy_config(
-        llama3_tokenizer, tmp_path / "out", tmp_path / "cache", backend=None, base_url="http://127.0.0.1:9/v1/completions",
-        lengths=("1k",), window="tight", dry_run=True, model_args={},
-    )  # fmt: skip
-    with pytest.raises(RulerError, match="tokenizer"):  # the served name defaults as the tokenizer; "fake/model" is none
-        run_sweep(config)
-    [cell] = run_sweep(replace_model_args(config, {"tokenizer": llama3_tokenizer, "num_concurrent": 4})).cells
+    from support.fake_server import FakeServer
+
+    with FakeServer(MODEL, None, 2048) as server:
+        config = dummy_config(
+            llama3_tokenizer, tmp_path / "out", tmp_path / "cache", backend=None, base_url=server.base_url,
+            lengths=("1k",), window="tight", dry_run=True, model_args={},
+        )  # fmt: skip
+        with pytest.raises(RulerError, match="tokenizer"):  # the served name defaults as the tokenizer; "fake/model" is none
+            run_sweep(config)
+        [cell] = run_sweep(replace_model_args(config, {"tokenizer": llama3_tokenizer, "num_concurrent": 4})).cells
     command = cell.command
     assert command[command.index("--model") + 1] == "local-completions"
     args = json.loads(command[command.index("--model_args") + 1])

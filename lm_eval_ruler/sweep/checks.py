@@ -14,13 +14,14 @@ from pathlib import Path
 from typing import Any
 
 from .._cell_settings import CellSettings, describe_differences
+from .._server import describe_window
 from .._tasks import DATA_VERSION, TASKS
 from .._validate import BACKEND_REQUIREMENTS
 from .._window import config_window
 from ..errors import BudgetError, ConfigurationError
 from ..report.sweep_folder import cell_files, read_state, recorded_settings
-from .config import ModelSpec, Resolved
-from .plan import Cell, base_model_args
+from .config import TRANSPORT_ARGS, ModelSpec, Resolved
+from .plan import Cell, base_model_args, served_card
 from .state import child_env
 
 # --------------------------------------------------------------------------------------------
@@ -64,6 +65,11 @@ def check_windows(resolved: Resolved, cells: list[Cell], say: Callable[[str], No
         args = base_model_args(resolved, spec)
         if resolved.max_window is not None:
             windows[model] = (resolved.max_window, f"--max-window {resolved.max_window}")
+        elif resolved.config.base_url:
+            card = served_card(resolved, spec)
+            windows[model] = (card.max_model_len, describe_window(resolved.config.base_url, card))
+            if card.max_model_len is None:
+                say(f"note: {model}: the server reports no max_model_len; window not checked. Pass --max-window N to check it.")
         elif _mentions_rope(resolved.hf_overrides) or _mentions_rope(args.get("hf_overrides")):
             windows[model] = (None, "--hf-overrides changes RoPE scaling: trusting the requested lengths")
         else:
@@ -77,12 +83,13 @@ def check_windows(resolved: Resolved, cells: list[Cell], say: Callable[[str], No
             names = ", ".join(f"{cell.length} ({cell.tokens} tokens)" for cell in over)
             problems.append(f"{model}: its window is {window} tokens ({source}) but {names} does not fit")
     if problems:
-        raise BudgetError(
-            "refusing to start: "
-            + "; ".join(problems)
-            + ". Drop those lengths from --lengths, or, if the served window really is larger (RoPE/YaRN scaling), "
-            "pass the scaling with --hf-overrides or the served window with --max-window N. Nothing was run."
+        fix = (
+            "serve a longer window (vllm serve ... --max-model-len N)"
+            if resolved.config.base_url and resolved.max_window is None
+            else "if the served window really is larger (RoPE/YaRN scaling), pass the scaling with --hf-overrides or "
+            "the served window with --max-window N"
         )
+        raise BudgetError(f"refusing to start: {'; '.join(problems)}. Drop those lengths from --lengths, or {fix}. Nothing was run.")
     return windows
 
 
@@ -103,7 +110,7 @@ def cell_settings(resolved: Resolved, spec: ModelSpec) -> CellSettings:
         apply_chat_template=config.apply_chat_template,
         system_instruction=config.system_instruction,
         backend=resolved.backend,
-        model_args=base_model_args(resolved, spec),
+        model_args={key: value for key, value in base_model_args(resolved, spec).items() if key not in TRANSPORT_ARGS},
         lm_eval_args=tuple(config.lm_eval_args),
         data_version=DATA_VERSION,
         task_versions={task: TASKS[task].version for task in resolved.tasks},

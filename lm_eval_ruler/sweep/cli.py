@@ -8,8 +8,9 @@ import sys
 from collections.abc import Sequence
 
 from .._tasks import DEFAULT_NUM_SAMPLES, DEFAULT_PROFILE, DEFAULT_SEED, PROFILES, STANDARD_LENGTHS
-from .config import BACKENDS, WINDOW_POLICIES, SweepConfig, parse_model_args, parse_model_options, parse_shard
+from .config import BACKENDS, SERVER_OPTIONS, WINDOW_POLICIES, SweepConfig, parse_model_args, parse_model_options, parse_shard
 from .run import run_sweep
+from .slurm import add_slurm_arguments, run_slurm, slurm_options
 
 # --------------------------------------------------------------------------------------------
 # command line
@@ -20,6 +21,8 @@ Evaluate models x lengths, one lm-eval process per cell, resumable and shardable
 Each cell (model, length) runs `lm-eval-ruler run` with all requested tasks at that length and
 writes OUTPUT/<model>/<length>/ (lm-eval results, samples, cell.json, manifest.json, lm_eval.log).
 Rerunning the same command skips finished cells and reruns failed or interrupted ones.
+With --slurm the cells become one Slurm job array (one task per cell, data generated first,
+here) and a report job after it; rerunning that command submits only the unfinished cells.
 """
 
 EXAMPLES = """\
@@ -32,8 +35,11 @@ examples:
                                                # one checkpoint, two labels: bf16 and online FP8
   lm-eval-ruler sweep ... --shard 0/4          # on four nodes: --shard 0/4 ... 3/4, same --output
   lm-eval-ruler sweep ... --dry-run            # print the lm-eval commands, run nothing
-  lm-eval-ruler sweep --model my-served-name --model-arg tokenizer=meta-llama/Llama-3.1-8B-Instruct \\
-      --base-url http://localhost:8000/v1/completions --model-arg num_concurrent=16 --max-window 131072
+  lm-eval-ruler sweep ... --slurm --slurm-option partition=gpu --slurm-option time=04:00:00 --submit
+                                               # one Slurm array task per cell, then OUTPUT/slurm/report.md
+  lm-eval-ruler sweep --model my-served-name --base-url http://localhost:8000/v1/completions \\
+      --tokenizer meta-llama/Llama-3.1-8B-Instruct --num-concurrent 16 --lengths 4k,8k
+                                               # server mode: the window comes from the server
 """
 
 
@@ -56,7 +62,18 @@ def add_arguments(parser: argparse.ArgumentParser) -> argparse.ArgumentParser:
 
     backend = parser.add_argument_group("backend")
     backend.add_argument("--backend", choices=BACKENDS, default=None, help="lm-eval model backend (default vllm)")
-    backend.add_argument("--base-url", help="server mode: OpenAI-compatible completions URL (backend local-completions)")
+    backend.add_argument("--base-url", help="server mode: OpenAI-compatible completions URL (backend local-completions), "
+                         "e.g. http://localhost:8000/v1/completions; --model is the served name, and the window is the "
+                         "server's max_model_len (GET <server>/v1/models) unless --max-window is given")
+    backend.add_argument("--tokenizer", help="tokenizer that sizes the prompts (default: the model's own; in server mode "
+                         "the served model's path from /v1/models if it loads here, else its served name)")
+    backend.add_argument("--num-concurrent", type=int, metavar="N",
+                         help=f"server mode: parallel requests (default {SERVER_OPTIONS['num_concurrent'][1]})")
+    backend.add_argument("--max-retries", type=int, metavar="N",
+                         help=f"server mode: attempts per request before the cell fails (default {SERVER_OPTIONS['max_retries'][1]})")
+    backend.add_argument("--request-timeout", type=int, metavar="SECONDS",
+                         help=f"server mode: seconds per request (default {SERVER_OPTIONS['request_timeout'][1]}; "
+                         "long prompts on a busy server need minutes)")
     backend.add_argument("--tensor-parallel-size", type=int)
     backend.add_argument("--data-parallel-size", type=int)
     backend.add_argument("--gpu-memory-utilization", type=float)
@@ -91,6 +108,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> argparse.ArgumentParser:
     run.add_argument("--cell-timeout", type=float, help="kill a cell after this many seconds (it is marked failed)")
     run.add_argument("--no-progress", dest="progress", action="store_false", help="no progress bar")
     run.add_argument("--no-report", dest="report", action="store_false", help="do not print the table at the end")
+    add_slurm_arguments(parser)
     parser.description = parser.description or DESCRIPTION
     parser.epilog = parser.epilog or EXAMPLES
     parser.formatter_class = argparse.RawDescriptionHelpFormatter
@@ -123,6 +141,10 @@ def config_from_args(args: argparse.Namespace) -> SweepConfig:
         model_args=parse_model_args(args.model_arg),
         model_options=parse_model_options(args.model_option),
         base_url=args.base_url,
+        tokenizer=args.tokenizer,
+        num_concurrent=args.num_concurrent,
+        max_retries=args.max_retries,
+        request_timeout=args.request_timeout,
         batch_size=args.batch_size,
         device=args.device,
         shard=parse_shard(args.shard),
@@ -141,8 +163,12 @@ def config_from_args(args: argparse.Namespace) -> SweepConfig:
 
 
 def run_command(args: argparse.Namespace) -> int:
-    """``lm-eval-ruler sweep``: 0 when every cell of this shard is done, 1 if any failed, 130 if interrupted."""
+    """``lm-eval-ruler sweep``: 0 when every cell of this shard is done (with --slurm: written or submitted), 1 if any
+    failed, 130 if interrupted."""
     try:
+        slurm = slurm_options(args)
+        if slurm is not None:
+            return run_slurm(config_from_args(args), args, slurm)
         result = run_sweep(config_from_args(args))
     except KeyboardInterrupt:
         print("interrupted: rerun the same command to continue where it stopped", file=sys.stderr)

@@ -15,6 +15,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from .._server import ServedModel
 from .._tasks import (
     DEFAULT_NUM_SAMPLES,
     DEFAULT_PROFILE,
@@ -44,6 +45,16 @@ VLLM_ONLY = {
     "quantization": "--quantization",
     "hf_overrides": "--hf-overrides",
 }
+#: Server-mode options -> (lm-eval model arg, default, flag). Eight parallel requests keep a
+#: vLLM server batching; lm-eval's own default of one leaves it idle between requests. A 128K
+#: prompt on a busy server can take minutes, past lm-eval's 300 s default timeout.
+SERVER_OPTIONS = {
+    "num_concurrent": ("num_concurrent", 8, "--num-concurrent"),
+    "max_retries": ("max_retries", 3, "--max-retries"),
+    "request_timeout": ("timeout", 600, "--request-timeout"),
+}
+#: lm-eval model args that change how requests travel, not what they answer: not cell settings.
+TRANSPORT_ARGS = frozenset(arg for arg, _, _ in SERVER_OPTIONS.values())
 #: Model-args keys the sweep sets itself (per cell or from --model/--base-url).
 _RESERVED_MODEL_ARGS = {
     "max_model_len": "the sweep sizes the window per cell; cap it with --max-window",
@@ -85,8 +96,17 @@ class SweepConfig:
     model_args: Mapping[str, Any] = field(default_factory=dict)
     #: Model args for one labelled model, over ``model_args`` (``{"fp8": {"quantization": "fp8"}}``).
     model_options: Mapping[str, Mapping[str, Any]] = field(default_factory=dict)
-    #: Server mode: an OpenAI-compatible completions endpoint (backend local-completions).
+    #: Server mode: an OpenAI-compatible completions endpoint (backend local-completions); the
+    #: window and (without ``tokenizer``) the tokenizer are read from the server's ``/v1/models``.
     base_url: str | None = None
+    #: The tokenizer that sizes the prompts (model arg ``tokenizer``); None = the model's own, or
+    #: in server mode the served model's (its ``/v1/models`` root if it loads here, else its id).
+    tokenizer: str | None = None
+    #: Server mode: parallel requests, attempts per request and seconds per request (lm-eval's
+    #: ``num_concurrent``, ``max_retries``, ``timeout``); None = the defaults of ``SERVER_OPTIONS``.
+    num_concurrent: int | None = None
+    max_retries: int | None = None
+    request_timeout: int | None = None
     #: lm-eval ``--batch_size``; None = ``auto`` for vllm, lm-eval's default otherwise.
     batch_size: str | int | None = None
     device: str | None = None
@@ -158,6 +178,8 @@ class Resolved:
     max_window: int | None
     output: Path
     cache_dir: Path
+    #: Server mode: each served model's ``/v1/models`` card, read once per sweep (``plan.served_card``).
+    served: dict[str, ServedModel] = field(default_factory=dict)
 
 
 def parse_shard(value: str | Sequence[int]) -> tuple[int, int]:
@@ -273,6 +295,22 @@ def _parse_json_object(value: Mapping[str, Any] | str | None, flag: str) -> dict
     return parsed
 
 
+def _check_server_options(config: SweepConfig, backend: str) -> None:
+    """Server-mode options need --base-url and positive values; --tokenizer and a tokenizer model arg exclude each other."""
+    for name, (arg, _, flag) in SERVER_OPTIONS.items():
+        value = getattr(config, name)
+        if value is None:
+            continue
+        if backend != "local-completions":
+            raise ConfigurationError(f"{flag} applies to server mode (--base-url) only, not the {backend} backend")
+        if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+            raise ConfigurationError(f"{flag} must be a whole number of at least 1, got {value!r}")
+        if arg in config.model_args:
+            raise ConfigurationError(f"{flag} and --model-arg {arg}=... both set {arg}: give it once")
+    if config.tokenizer is not None and "tokenizer" in config.model_args:
+        raise ConfigurationError("--tokenizer and --model-arg tokenizer=... both name the tokenizer: give it once")
+
+
 def resolve(config: SweepConfig) -> Resolved:
     """Check every setting (cheap: nothing is loaded) and fill in the defaults."""
     models = _model_specs(config)
@@ -286,6 +324,7 @@ def resolve(config: SweepConfig) -> Resolved:
         raise ConfigurationError(f"unknown backend {backend!r}; use one of: {', '.join(BACKENDS)}")
     if backend == "local-completions" and not config.base_url:
         raise ConfigurationError("the local-completions backend needs --base-url http://HOST:PORT/v1/completions")
+    _check_server_options(config, backend)
     if backend != "vllm":
         given = [flag for name, flag in VLLM_ONLY.items() if getattr(config, name) is not None]
         if given:

@@ -13,11 +13,12 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from .._server import ServedModel, served_model, server_tokenizer
 from .._tasks import CUSTOM_LENGTH, CUSTOM_LENGTH_KEY, LENGTHS, PREFIX, TASKS
 from .._window import window_model_args
 from ..errors import BudgetError
 from ..provenance import Provenance
-from .config import VLLM_ONLY, ModelSpec, Resolved, SweepConfig, parse_shard, resolve
+from .config import SERVER_OPTIONS, VLLM_ONLY, ModelSpec, Resolved, SweepConfig, parse_shard, resolve
 
 
 @dataclass
@@ -95,9 +96,16 @@ def base_model_args(resolved: Resolved, spec: ModelSpec) -> dict[str, Any]:
     config = resolved.config
     model = spec.path
     if resolved.backend == "local-completions":
-        args: dict[str, Any] = {"model": model, "base_url": config.base_url, "tokenizer": model}
+        # The plugin counts every budget with a local tokenizer (checked against the server's /tokenize).
+        args: dict[str, Any] = {"model": model, "base_url": config.base_url, "tokenizer_backend": "huggingface"}
+        for name, (arg, default, _) in SERVER_OPTIONS.items():
+            args[arg] = default if getattr(config, name) is None else getattr(config, name)
+        if config.tokenizer is None and "tokenizer" not in {**resolved.model_args, **spec.options}:
+            args["tokenizer"] = server_tokenizer(served_card(resolved, spec))
     else:
         args = {"pretrained": model}
+    if config.tokenizer is not None:
+        args["tokenizer"] = config.tokenizer
     if resolved.backend == "vllm":
         for name in VLLM_ONLY:
             value = resolved.hf_overrides if name == "hf_overrides" else getattr(config, name)
@@ -106,6 +114,14 @@ def base_model_args(resolved: Resolved, spec: ModelSpec) -> dict[str, Any]:
     args.update(resolved.model_args)
     args.update(spec.options)
     return args
+
+
+def served_card(resolved: Resolved, spec: ModelSpec) -> ServedModel:
+    """Server mode: the served model's ``/v1/models`` card (window, loaded path), asked once per sweep."""
+    if spec.path not in resolved.served:
+        assert resolved.config.base_url is not None
+        resolved.served[spec.path] = served_model(resolved.config.base_url, spec.path)
+    return resolved.served[spec.path]
 
 
 def _metadata(resolved: Resolved, cell: Cell) -> dict[str, Any]:

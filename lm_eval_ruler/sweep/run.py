@@ -191,7 +191,7 @@ def _raise_interrupt(signum: int, frame: Any) -> None:
     raise _Interrupt(f"signal {signum}")
 
 
-class _Sweep:
+class Sweep:
     """One invocation of a sweep: this shard's cells, their states on disk, and the messages to the user."""
 
     def __init__(self, config: SweepConfig, echo: Callable[[str], None] | None) -> None:
@@ -338,7 +338,7 @@ class _Sweep:
 
 def run_sweep(config: SweepConfig, *, echo: Callable[[str], None] | None = None) -> SweepResult:
     """Run (or with ``dry_run``, print) the sweep's cells for this shard; see the package docstring."""
-    sweep = _Sweep(config, echo)
+    sweep = Sweep(config, echo)
     sweep.check()
     sweep.prepare_pending()
     if config.dry_run:

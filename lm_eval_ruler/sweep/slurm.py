@@ -35,8 +35,8 @@ from ..errors import ConfigurationError
 from ..report.sweep_folder import read_state
 from .config import Resolved, SweepConfig, parse_shard
 from .plan import Cell, base_model_args
-from .run import _Sweep
-from .state import _repo_root, now
+from .run import Sweep
+from .state import checkout_root, now
 
 SLURM_DIR = "slurm"
 ARRAY_SCRIPT = "sweep.sh"
@@ -184,7 +184,7 @@ def task_command(forwarded: Sequence[str], resolved: Resolved) -> list[str]:
 
 def _script(lines: Sequence[str], comment: str, command: str) -> str:
     exports = []
-    root = _repo_root()
+    root = checkout_root()
     if root is not None:  # a checkout, not an installed copy: the tasks import this one
         exports.append(f'export PYTHONPATH={shlex.quote(str(root))}"${{PYTHONPATH:+:$PYTHONPATH}}"')
     return "\n".join(["#!/bin/bash", *lines, f"# {comment}", *exports, f"exec {command}", ""])
@@ -279,7 +279,7 @@ def _record(output: Path, submission: dict[str, Any]) -> None:
     write_json_atomically(output / SLURM_DIR / JOBS_FILE, {"submissions": [*submissions, submission]})
 
 
-def _pending(sweep: _Sweep, queued: dict[str, str]) -> list[Cell]:
+def _pending(sweep: Sweep, queued: dict[str, str]) -> list[Cell]:
     """The cells to submit: not done, not running elsewhere, not queued in an earlier array."""
     pending = []
     for cell in sweep.cells:
@@ -310,7 +310,7 @@ def run_slurm(config: SweepConfig, args: argparse.Namespace, options: SlurmOptio
             "sbatch not found on PATH: run this on a Slurm login node (or load its module), or drop --submit "
             f"to write the scripts to OUTPUT/{SLURM_DIR}/ and print the sbatch commands. Nothing was generated or submitted"
         )
-    sweep = _Sweep(replace(config, report=False), None)
+    sweep = Sweep(replace(config, report=False), None)
     sweep.check()
     output = sweep.resolved.output
     pending = _pending(sweep, queued_cells(output, sweep.say))

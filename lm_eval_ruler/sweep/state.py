@@ -79,7 +79,7 @@ def find_results(cell_dir: Path, since: float) -> Path | None:
     return max(candidates, key=lambda p: p.stat().st_mtime) if candidates else None
 
 
-def _repo_root() -> Path | None:
+def checkout_root() -> Path | None:
     """The directory this package was imported from, when it is not an installed site-packages copy."""
     root = Path(__file__).resolve().parents[2]
     installed = {Path(p).resolve() for p in [*site.getsitepackages(), site.getusersitepackages()] if p}
@@ -89,7 +89,7 @@ def _repo_root() -> Path | None:
 def child_env(cache_dir: Path) -> dict[str, str]:
     """The cells' environment: this checkout first on PYTHONPATH (when not installed), the sweep's cache."""
     env = dict(os.environ)
-    root = _repo_root()
+    root = checkout_root()
     if root is not None:
         rest = [p for p in env.get("PYTHONPATH", "").split(os.pathsep) if p and Path(p).resolve() != root]
         env["PYTHONPATH"] = os.pathsep.join([str(root), *rest])

@@ -106,7 +106,8 @@ def add_server_args(model: Any, model_args: dict[str, Any], metadata: dict[str, 
 #: lm-eval turns tokenizer threads off for every run (``_cli/run.py``), so its vLLM backend tokenizes
 #: all of a run's prompts on one core before generating: 32-36 s of a 108-136 s RULER cell (4K,
 #: 5,500 prompts, 22M tokens) on an H100 machine, as long as the generation itself. vLLM's engine
-#: process is already running by then and gets token ids, so RULER runs on vLLM turn threads back on.
+#: process is already running by then and gets token ids, so RULER runs on vLLM turn threads back on
+#: (measured on the H100 machine: 46 s -> 5 s of tokenizing, a warm cell 148 s -> 94 s, same scores).
 _VLLM_BACKENDS = ("vllm", "vllm-vlm")
 
 

@@ -4,8 +4,9 @@ A bad ``--metadata`` value used to surface only once lm-eval had loaded the
 model (minutes on a large vLLM model) and built our task, at the bottom of a
 long traceback. Everything here is pure: it needs neither lm-eval, torch nor
 transformers, so the ``lm-eval-ruler`` command and the ``lm_eval`` startup
-hook can run it first. Server mode (``base_url``) is the exception: the server's
-``/v1/models`` names the window and tokenizer (``_server``), asked here with a short timeout. This module judges task names and the backend; the
+hook can run it first. Server mode (``base_url``) is the exception: the
+server's ``/v1/models`` names the window and tokenizer (``_server``), asked here
+with a short timeout. This module judges task names and the backend; the
 metadata options are parsed by ``data.options``, which the task (``harness``)
 uses too, so the two can never disagree.
 """

@@ -21,8 +21,8 @@ is pointing the report at the output folder.
 Modules: ``config`` (the configuration and its validation), ``plan`` (cells, their datasets and
 commands), ``checks`` (backend, windows and settings, before anything runs), ``state`` (a cell's
 ``cell.json`` and process), ``run`` (the loop and manifests), ``slurm`` (the grid as one Slurm job
-array, ``--slurm``) and ``cli`` (the command line). The
-folder format that ``report`` reads lives in ``lm_eval_ruler.report.sweep_folder``.
+array, ``--slurm``) and ``cli`` (the command line). The folder format that ``report`` reads lives
+in ``lm_eval_ruler.report.sweep_folder``.
 
 Python API: ``run_sweep(SweepConfig(models=("meta-llama/Llama-3.1-8B-Instruct",), ...))``.
 """

@@ -1,10 +1,13 @@
 """Where a sweep cell's wall time goes: phases from a py-spy stack timeline (stdlib only).
 
-`stack_sampler.sh` dumps the Python stacks of every running cell (`lm_eval_ruler run`) about once a
-second. This script names the phase each dump of the main thread is in, charges the time up to
-the next dump of that process to it, and charges the cell's remaining wall time (from its
-`cell.json`: before the first dump and after the last) to start-up and shutdown. Phases are
-read from the frames, so the table names lm-eval's and vLLM's steps, not guesses from logs:
+`stack_sampler.sh` dumps the Python stacks of every process running cells (`lm_eval_ruler run`, or
+the sweep's worker) about once a second. This script names the phase each dump of the main thread
+is in, charges the time up to the next dump of that process to it, and charges the cell's
+remaining wall time (from its `cell.json`: before the first dump and after the last) to start-up
+and shutdown. A worker runs several cells: each cell gets the dumps inside its own start and end,
+and the worker's dumps before its first cell (imports, while the sweep prepares data) get their
+own column. Phases are read from the frames, so the table names lm-eval's and vLLM's steps, not
+guesses from logs:
 
     python3 benchmarks/gpu_study/phases.py stacks.txt --sweep OUT/sweep [--sweep OTHER/sweep]
 
@@ -24,16 +27,18 @@ PHASE_RULES: tuple[tuple[str, tuple[str, ...]], ...] = (
     ("saving, environment info", ("EvaluationTracker.save", "add_env_info", "get_git_commit_hash")),
     ("tokenizing prompts (lm-eval)", ("VLLM.tok_encode",)),
     ("generation", ("VLLM._model_generate",)),
+    ("vLLM requests: sampling parameters (lm-eval)", ("VLLM.generate_until",)),
     ("scoring", ("process_results", "score_sample", "consolidate_results", "aggregate")),
     ("vLLM load", ("LLM.__init__ (vllm/",)),
     ("import vLLM", ("(lm_eval/models/vllm_causallms.py", "(vllm/")),
     ("tasks: data from the cache, requests", ("RulerTask.", "build_all_requests", "TaskFactory", "TaskManager.load")),
 )
 START = "Python start, imports, lm-eval set-up"
+IDLE = "worker idle, waiting for a cell"
 SHUTDOWN = "exit, engine shutdown (unsampled)"
 OUTSIDE = ("vLLM load", "generation")
 ORDER = (START, "tasks: data from the cache, requests", "import vLLM", "vLLM load", "tokenizing prompts (lm-eval)",
-         "generation", "scoring", "saving, environment info", SHUTDOWN)
+         "vLLM requests: sampling parameters (lm-eval)", "generation", "scoring", "saving, environment info", SHUTDOWN, IDLE)
 
 _HEADER = re.compile(r"^=== (?P<time>[0-9.]+) pid (?P<pid>\d+)$")
 
@@ -59,6 +64,8 @@ def read_dumps(path: Path) -> dict[int, list[tuple[float, list[str]]]]:
 def phase_of(frames: list[str], seen_generation: bool) -> str:
     """The phase a main-thread stack is in (``seen_generation``: after it, lm-eval set-up code means the end)."""
     text = "\n".join(frames)
+    if "sweep/worker.py" in text and not any(frame.startswith(("_run_cell ", "_prepare ")) for frame in frames):
+        return IDLE
     for phase, fragments in PHASE_RULES:
         if any(fragment in text for fragment in fragments):
             return phase
@@ -79,34 +86,50 @@ def cell_phases(dumps: list[tuple[float, list[str]]], started: float | None, sec
     return dict(totals)
 
 
-def sweep_cells(sweep: Path) -> dict[int, tuple[str, float, float]]:
-    """pid -> (cell title, start time, wall seconds) from the sweep folder's ``cell.json`` files."""
+def sweep_cells(sweep: Path) -> list[tuple[int, str, float, float]]:
+    """(pid, cell title, start time, wall seconds) of each cell in the sweep folder's ``cell.json`` files."""
     import datetime as dt
 
-    cells = {}
+    cells = []
     for state_path in sorted(sweep.glob("*/*/cell.json")):
         state = json.loads(state_path.read_text())
         if state.get("pid") and state.get("started") and state.get("seconds"):
             started = dt.datetime.fromisoformat(state["started"]).timestamp()
             title = f"{state.get('label') or state.get('model')} @ {state.get('length')}"
-            cells[int(state["pid"])] = (title, started, float(state["seconds"]))
-    return cells
+            cells.append((int(state["pid"]), title, started, float(state["seconds"])))
+    return sorted(cells, key=lambda cell: cell[2])
+
+
+def columns_of(dumps: dict[int, list[tuple[float, list[str]]]], cells: list[tuple[int, str, float, float]]
+               ) -> list[tuple[str, dict[str, float]]]:  # fmt: skip
+    """One column per cell (its process's dumps between its start and end); a worker's dumps before
+    its first cell, and processes of no known cell, get a column each."""
+    columns = []
+    for pid, title, started, seconds in cells:
+        inside = [dump for dump in dumps.get(pid, []) if started <= dump[0] <= started + seconds]
+        if inside:
+            columns.append((title, cell_phases(inside, started, seconds)))
+    first_start = {pid: min(started for p, _, started, _ in cells if p == pid) for pid, *_ in cells}
+    for pid, items in dumps.items():
+        if pid not in first_start:
+            columns.append((f"pid {pid}", cell_phases(items, None, None)))
+            continue
+        before = [dump for dump in items if dump[0] < first_start[pid]]
+        if len(before) > 1:
+            columns.append((f"worker {pid} before its first cell", cell_phases(before, None, None)))
+    return columns
 
 
 def table(stacks: Path, sweeps: list[Path]) -> str:
     """A markdown table: one column per cell, one row per phase, and the share outside load + generation."""
-    dumps = read_dumps(stacks)
-    known = {pid: cell for sweep in sweeps for pid, cell in sweep_cells(sweep).items()}
-    columns = []
-    for pid, items in dumps.items():
-        title, started, seconds = known.get(pid, (f"pid {pid}", None, None))
-        columns.append((title, cell_phases(items, started, seconds)))
+    columns = columns_of(read_dumps(stacks), [cell for sweep in sweeps for cell in sweep_cells(sweep)])
     lines = ["| phase | " + " | ".join(title for title, _ in columns) + " |", "|---|" + "---|" * len(columns)]
     for phase in ORDER:
         lines.append(f"| {phase} | " + " | ".join(f"{phases.get(phase, 0.0):.0f} s" for _, phases in columns) + " |")
     walls = [sum(phases.values()) for _, phases in columns]
     lines.append("| **cell** | " + " | ".join(f"**{wall:.0f} s**" for wall in walls) + " |")
-    shares = [1 - sum(phases.get(p, 0.0) for p in OUTSIDE) / wall for (_, phases), wall in zip(columns, walls)]
+    shares = [1 - sum(phases.get(p, 0.0) for p in OUTSIDE) / wall if wall else 0.0
+              for (_, phases), wall in zip(columns, walls)]  # fmt: skip
     lines.append("| everything but vLLM load and generation | " + " | ".join(f"{share:.0%}" for share in shares) + " |")
     return "\n".join(lines)
 

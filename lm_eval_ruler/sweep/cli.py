@@ -94,7 +94,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> argparse.ArgumentParser:
     run = parser.add_argument_group("running")
     run.add_argument("--max-window", help="the served window: refuse longer lengths (default: read the model's config.json)")
     run.add_argument("--window", choices=WINDOW_POLICIES, default="tight",
-                     help="max_model_len/max_length per cell: the longest prompt + answer (tight, default) or the length")
+                     help="max_model_len/max_length per cell: the longest prompt + answer (tight, default), the length, "
+                     "or per model (the largest tight window of its lengths: one vLLM engine for all of them)")
     run.add_argument("--shard", default="0/1", help="i/n: run only the cells with index %% n == i")
     run.add_argument("--dry-run", action="store_true",
                      help="print the commands; run nothing (uses cached data to size windows, generates none)")
@@ -106,6 +107,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> argparse.ArgumentParser:
     run.add_argument("--log-samples", action=argparse.BooleanOptionalAction, default=True,
                      help="lm-eval --log_samples (default on)")
     run.add_argument("--cell-timeout", type=float, help="kill a cell after this many seconds (it is marked failed)")
+    run.add_argument("--process-per-cell", action="store_true",
+                     help="a fresh lm-eval process per cell; by default one worker process runs the cells in turn, "
+                     "importing lm-eval and vLLM once and keeping a vLLM engine while cells ask for the same one")
     run.add_argument("--no-progress", dest="progress", action="store_false", help="no progress bar")
     run.add_argument("--no-report", dest="report", action="store_false", help="do not print the table at the end")
     add_slurm_arguments(parser)
@@ -155,6 +159,7 @@ def config_from_args(args: argparse.Namespace) -> SweepConfig:
         offline=args.offline,
         log_samples=args.log_samples,
         cell_timeout=args.cell_timeout,
+        process_per_cell=args.process_per_cell,
         lm_eval_args=tuple(shlex.split(args.lm_eval_args)),
         progress=args.progress,
         report=args.report,

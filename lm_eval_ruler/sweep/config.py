@@ -33,7 +33,7 @@ from ..errors import ConfigurationError
 BACKENDS = ("vllm", "hf", "local-completions", "dummy")
 #: ``tight``: serve the longest generated prompt + answer of the cell (<= the length; the
 #: tasks accept it because their datasets are already cached); ``length``: the task length.
-WINDOW_POLICIES = ("length", "tight")
+WINDOW_POLICIES = ("length", "model", "tight")
 #: A running cell's ``cell.json`` heartbeat is refreshed this often...
 
 VLLM_ONLY = {
@@ -115,12 +115,18 @@ class SweepConfig:
     dry_run: bool = False
     #: Refuse lengths above this window instead of reading the model's config.
     max_window: int | str | None = None
+    #: max_model_len/max_length per cell: ``tight`` (its longest prompt + answer), ``length`` (the
+    #: length) or ``model`` (the largest tight window of the model's cells: one vLLM engine serves
+    #: all of a model's lengths in the sweep's worker).
     window: str = "tight"
     cache_dir: str | os.PathLike[str] | None = None
     offline: bool = False
     log_samples: bool = True
     #: Kill a cell's process after this many seconds (the cell is marked failed).
     cell_timeout: float | None = None
+    #: Run each cell in a fresh process instead of the sweep's worker (``sweep.worker``), which
+    #: imports lm-eval and vLLM once and keeps an engine while cells ask for the same one.
+    process_per_cell: bool = False
     #: Extra arguments appended to every lm-eval command.
     lm_eval_args: tuple[str, ...] = ()
     python: str = field(default_factory=lambda: sys.executable)

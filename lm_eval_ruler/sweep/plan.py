@@ -53,6 +53,11 @@ class Cell:
     def title(self) -> str:
         return f"{self.name} @ {self.length}"
 
+    @property
+    def arguments(self) -> list[str]:
+        """``command`` without ``python -m lm_eval_ruler``: what the sweep's worker runs (``cli.main``)."""
+        return self.command[3:]
+
 
 def _lm_eval_tasks(tasks: tuple[str, ...], length: str) -> tuple[str, ...]:
     suffix = length if length in LENGTHS else CUSTOM_LENGTH
@@ -173,9 +178,25 @@ def prepare(resolved: Resolved, cell: Cell, memo: dict[Any, dict[str, Any]]) -> 
         if cell.needed > cell.tokens:  # the generators guarantee this never happens
             raise BudgetError(f"{cell.title}: a generated prompt + answer is {cell.needed} tokens, over the length {cell.tokens}")
         cell.window = cell.tokens if config.window == "length" else cell.needed
-    cell.model_args = {**base_args, **window_model_args(resolved.backend, cell.window)}
     cell.metadata = metadata
+    set_window(resolved, cell, cell.window)
+
+
+def set_window(resolved: Resolved, cell: Cell, window: int) -> None:
+    """Serve ``window`` tokens in this cell: its model args and command."""
+    cell.window = window
+    cell.model_args = {**base_model_args(resolved, cell.spec), **window_model_args(resolved.backend, window)}
     cell.command = _command(resolved, cell)
+
+
+def share_model_windows(resolved: Resolved, cells: list[Cell]) -> None:
+    """``--window model``: each model's cells serve the largest of their windows, so they ask for one engine."""
+    for name in dict.fromkeys(cell.name for cell in cells):
+        own = [cell for cell in cells if cell.name == name and cell.window is not None]
+        if own:
+            window = max(cell.window for cell in own if cell.window is not None)
+            for cell in own:
+                set_window(resolved, cell, window)
 
 
 def _command(resolved: Resolved, cell: Cell) -> list[str]:

@@ -23,7 +23,7 @@ from ..report.sweep_folder import CELL_FILE, LOG_FILE, MANIFEST_FILE, read_state
 from .checks import cell_settings, check_backend, check_settings, check_windows
 from .config import Resolved, SweepConfig, parse_shard, resolve
 from .manifest import gpu_info, manifest
-from .plan import Cell, plan, prepare
+from .plan import Cell, plan, prepare, share_model_windows
 from .state import (
     HEARTBEAT_SECONDS,
     child_env,
@@ -35,6 +35,7 @@ from .state import (
     pdeathsig,
     tail,
 )
+from .worker import CellWorker
 
 
 @dataclass
@@ -108,10 +109,14 @@ def _initial_state(resolved: Resolved, cell: Cell, previous: Mapping[str, Any] |
     }
 
 
+def _header(state: Mapping[str, Any], where: str) -> str:
+    return f"\n===== {now()} attempt {state['attempt']}{where}: {state['command_line']}\n"
+
+
 def _launch(cell: Cell, env: Mapping[str, str], state: Mapping[str, Any]) -> subprocess.Popen[bytes]:
     """Start the cell's lm-eval process in its own session, its output appended to the cell's log."""
     with open(cell.directory / LOG_FILE, "ab") as log:
-        log.write(f"\n===== {now()} attempt {state['attempt']}: {state['command_line']}\n".encode())
+        log.write(_header(state, "").encode())
         log.flush()
         return subprocess.Popen(
             cell.command,
@@ -124,7 +129,7 @@ def _launch(cell: Cell, env: Mapping[str, str], state: Mapping[str, Any]) -> sub
         )
 
 
-def _wait(process: subprocess.Popen[bytes], state: dict[str, Any], state_path: Path, timeout: float | None) -> tuple[int, str]:
+def _wait(process: subprocess.Popen[bytes], heartbeat: Callable[[], None], timeout: float | None) -> tuple[int, str]:
     """Wait for the process, refreshing the heartbeat; (exit code, why it was killed or "")."""
     started = time.time()
     while True:
@@ -136,27 +141,53 @@ def _wait(process: subprocess.Popen[bytes], state: dict[str, Any], state_path: P
                 kill_group(process)
                 exit_code = process.returncode if process.returncode is not None else -9
                 return exit_code, f"killed after the --cell-timeout of {timeout:g} s"
-            state["heartbeat"] = now()
-            write_json_atomically(state_path, state)
+            heartbeat()
 
 
 def _run_cell(
-    resolved: Resolved, cell: Cell, env: Mapping[str, str], previous: Mapping[str, Any] | None, say: Callable[[str], None]
+    resolved: Resolved,
+    cell: Cell,
+    env: Mapping[str, str],
+    previous: Mapping[str, Any] | None,
+    say: Callable[[str], None],
+    worker: CellWorker | None,
 ) -> CellOutcome:
-    """Run one cell's lm-eval process to its end, keeping ``cell.json`` current; interrupted, it is marked failed."""
+    """Run one cell (in ``worker``, else its own process) to its end, keeping ``cell.json`` current.
+
+    Interrupted, the cell is marked failed and its process (or the worker) is killed.
+    """
     state_path = cell.directory / CELL_FILE
     log_path = cell.directory / LOG_FILE
     started = time.time()
     state = _initial_state(resolved, cell, previous)
     write_json_atomically(state_path, state)
-    process = _launch(cell, env, state)
-    state["pid"] = process.pid
+    timeout = resolved.config.cell_timeout
+
+    def heartbeat() -> None:
+        state["heartbeat"] = now()
+        write_json_atomically(state_path, state)
+
+    process = None
+    if worker is None:
+        process = _launch(cell, env, state)
+        state["pid"] = process.pid
+    else:
+        state.update(pid=worker.pid, worker_cell=worker.cells_run + 1)
     write_json_atomically(state_path, state)
     try:
-        exit_code, message = _wait(process, state, state_path, resolved.config.cell_timeout)
+        if process is not None:
+            exit_code, message = _wait(process, heartbeat, timeout)
+        else:
+            assert worker is not None
+            header = _header(state, f" (cell {state['worker_cell']} of the sweep's worker, pid {worker.pid})")
+            exit_code, message = worker.run(cell.arguments, log_path, header, timeout, heartbeat, HEARTBEAT_SECONDS)
     except BaseException:
-        kill_group(process)
-        state.update(status="failed", exit_code=process.returncode, finished=now(), seconds=round(time.time() - started, 1),
+        if process is not None:
+            kill_group(process)
+        if worker is not None:
+            worker.stop(kill=True)
+        state.update(status="failed", exit_code=None if process is None else process.returncode, finished=now(),
+                     seconds=round(time.time() - started, 1),
                      message="interrupted: the sweep was stopped while this cell ran")  # fmt: skip
         write_json_atomically(state_path, state)
         raise
@@ -205,6 +236,8 @@ class Sweep:
         self.memo: dict[Any, dict[str, Any]] = {}
         self.outcomes: dict[int, CellOutcome] = {}
         self.durations: list[float] = []
+        self.env = child_env(self.resolved.cache_dir)
+        self.worker: CellWorker | None = None
 
     @property
     def shard_label(self) -> str:
@@ -237,6 +270,8 @@ class Sweep:
             f"{len(self.resolved.tasks)} task(s), backend {self.resolved.backend}, output {self.resolved.output}; "
             f"{done} done, {len(pending)} to run"
         )
+        if pending and not self.config.dry_run:
+            self.start_worker()  # its imports overlap the data generation below
         for number, cell in enumerate(pending, 1):
             started = time.time()
             prepare(self.resolved, cell, self.memo)
@@ -245,6 +280,23 @@ class Sweep:
                 f"data {number}/{len(pending)} {cell.title}: {len(cell.datasets)} dataset(s) ({cached} cached) in "
                 f"{format_seconds(time.time() - started)}; longest prompt + answer {cell.needed or '?'} -> window {cell.window}"
             )
+        if self.config.window == "model":
+            share_model_windows(self.resolved, pending)
+
+    def start_worker(self) -> CellWorker | None:
+        """The process that runs the cells (None with --process-per-cell); a fresh one if the last ended."""
+        if self.config.process_per_cell:
+            return None
+        if self.worker is None or not self.worker.alive():
+            if self.worker is not None:
+                self.worker.stop()
+            self.worker = CellWorker(self.config.python, self.env, preload_vllm=self.resolved.backend == "vllm")
+        return self.worker
+
+    def stop_worker(self, *, kill: bool = False) -> None:
+        if self.worker is not None:
+            self.worker.stop(kill=kill)
+            self.worker = None
 
     def print_commands(self) -> SweepResult:
         for cell in self.cells:
@@ -260,7 +312,6 @@ class Sweep:
         """Each cell of the shard in order, with a progress bar; SIGTERM/SIGHUP stop it like Ctrl-C."""
         from tqdm import tqdm
 
-        env = child_env(self.resolved.cache_dir)
         handlers: dict[int, Any] = {}
         if threading.current_thread() is threading.main_thread():
             for sig in (signal.SIGTERM, signal.SIGHUP):
@@ -269,13 +320,16 @@ class Sweep:
                         desc="RULER sweep", unit="cell", file=sys.stderr, disable=not self.config.progress,
                         dynamic_ncols=True)  # fmt: skip
         gpu: dict[str, Any] | None = None
+        finished = False
         try:
             for cell in self.cells:
                 if self._skipped(cell):
                     continue
-                gpu = gpu or gpu_info(self.config.python, env)
-                self._run(cell, env, gpu)
+                gpu = gpu or gpu_info(self.config.python, self.env)
+                self._run(cell, gpu)
+            finished = True
         finally:
+            self.stop_worker(kill=not finished)
             self.bar.close()
             self.bar = None
             for sig, handler in handlers.items():
@@ -295,6 +349,8 @@ class Sweep:
         state = read_state(cell.directory / CELL_FILE) or {}  # it may have finished while data were generated
         if classify(cell.directory, state) == "todo":
             prepare(self.resolved, cell, self.memo)
+            if self.config.window == "model":
+                share_model_windows(self.resolved, [c for c in self.cells if c.name == cell.name and c.window is not None])
             return False
         owner = f"pid {state.get('pid')} on {state.get('host')}"
         self.say(f"skip {cell.title}: {CELL_FILE} says {state.get('status')} ({owner})")
@@ -304,12 +360,14 @@ class Sweep:
         self.bar.update()
         return True
 
-    def _run(self, cell: Cell, env: Mapping[str, str], gpu: dict[str, Any]) -> None:
+    def _run(self, cell: Cell, gpu: dict[str, Any]) -> None:
         cell.directory.mkdir(parents=True, exist_ok=True)
         write_json_atomically(cell.directory / MANIFEST_FILE, manifest(self.resolved, cell, self.windows[cell.name], gpu))
         self.say(f"run  {cell.title}: {len(cell.lm_eval_tasks)} lm-eval task(s) {','.join(cell.lm_eval_tasks)}, "
                  f"window {cell.window}; log {cell.directory / LOG_FILE}")  # fmt: skip
-        outcome = _run_cell(self.resolved, cell, env, self.states[cell.index], self.say)
+        outcome = _run_cell(self.resolved, cell, self.env, self.states[cell.index], self.say, self.start_worker())
+        if outcome.status == "failed":
+            self.stop_worker(kill=True)  # a broken CUDA context or half-built engine stays with this cell
         self.outcomes[cell.index] = outcome
         self.durations.append(outcome.seconds or 0.0)
         remaining = sum(1 for c in self.cells if c.index not in self.outcomes)

@@ -310,7 +310,7 @@ def run_slurm(config: SweepConfig, args: argparse.Namespace, options: SlurmOptio
             "sbatch not found on PATH: run this on a Slurm login node (or load its module), or drop --submit "
             f"to write the scripts to OUTPUT/{SLURM_DIR}/ and print the sbatch commands. Nothing was generated or submitted"
         )
-    sweep = Sweep(replace(config, report=False), None)
+    sweep = Sweep(replace(config, report=False, process_per_cell=True), None)  # it submits; it runs no cell
     sweep.check()
     output = sweep.resolved.output
     pending = _pending(sweep, queued_cells(output, sweep.say))

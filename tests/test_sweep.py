@@ -285,7 +285,7 @@ def test_cell_timeout_kills_the_worker(tmp_path: Path, llama3_tokenizer: str):
 
 
 def test_engine_pool_reuses_an_engine_only_for_identical_arguments():
-    from lm_eval_ruler.sweep.worker import _EnginePool
+    from lm_eval_ruler._cell_worker import _EnginePool
 
     built: list[dict[str, Any]] = []
     shut: list[int] = []

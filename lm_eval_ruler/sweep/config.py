@@ -124,7 +124,7 @@ class SweepConfig:
     log_samples: bool = True
     #: Kill a cell's process after this many seconds (the cell is marked failed).
     cell_timeout: float | None = None
-    #: Run each cell in a fresh process instead of the sweep's worker (``sweep.worker``), which
+    #: Run each cell in a fresh process instead of the sweep's worker (``_cell_worker``), which
     #: imports lm-eval and vLLM once and keeps an engine while cells ask for the same one.
     process_per_cell: bool = False
     #: Extra arguments appended to every lm-eval command.

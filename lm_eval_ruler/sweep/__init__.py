@@ -1,8 +1,10 @@
-"""``lm-eval-ruler sweep``: a grid of models x lengths, one lm-eval process per cell, resumable.
+"""``lm-eval-ruler sweep``: a grid of models x lengths, one lm-eval run per cell, resumable.
 
-A *cell* is one model at one length. Each cell is one ``python -m lm_eval_ruler run`` process
-(lm-eval's CLI with our tasks registered) that evaluates all the requested RULER tasks at that
-length and writes its results under ``<output>/<model-slug>/<length>/``. The sweep
+A *cell* is one model at one length. Each cell is one ``lm-eval-ruler run`` (lm-eval's CLI with
+our tasks registered) that evaluates all the requested RULER tasks at that length and writes its
+results under ``<output>/<model-slug>/<length>/``; the cells run in turn in one worker process
+(``lm_eval_ruler._cell_worker``: imports once, keeps a vLLM engine while cells ask for the same
+one), or with ``process_per_cell`` each as its own ``python -m lm_eval_ruler run``. The sweep
 
 1. validates everything cheap first: tasks, lengths, backend options, and every length against
    the model's window (``--max-window``, else the model's ``config.json``), so a length that
@@ -20,7 +22,8 @@ is pointing the report at the output folder.
 
 Modules: ``config`` (the configuration and its validation), ``plan`` (cells, their datasets and
 commands), ``checks`` (backend, windows and settings, before anything runs), ``state`` (a cell's
-``cell.json`` and process), ``run`` (the loop and manifests), ``slurm`` (the grid as one Slurm job
+``cell.json`` and process), ``run`` (the loop and manifests), ``worker`` (the handle on the worker
+process), ``slurm`` (the grid as one Slurm job
 array, ``--slurm``) and ``cli`` (the command line). The folder format that ``report`` reads lives
 in ``lm_eval_ruler.report.sweep_folder``.
 

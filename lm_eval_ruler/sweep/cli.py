@@ -16,10 +16,12 @@ from .slurm import add_slurm_arguments, run_slurm, slurm_options
 # command line
 
 DESCRIPTION = """\
-Evaluate models x lengths, one lm-eval process per cell, resumable and shardable.
+Evaluate models x lengths, one lm-eval run per cell, resumable and shardable.
 
 Each cell (model, length) runs `lm-eval-ruler run` with all requested tasks at that length and
 writes OUTPUT/<model>/<length>/ (lm-eval results, samples, cell.json, manifest.json, lm_eval.log).
+The cells run in turn in one worker process that imports lm-eval and vLLM once; with
+--window model one vLLM engine serves all lengths of a model (--process-per-cell: a process each).
 Rerunning the same command skips finished cells and reruns failed or interrupted ones.
 With --slurm the cells become one Slurm job array (one task per cell, data generated first,
 here) and a report job after it; rerunning that command submits only the unfinished cells.

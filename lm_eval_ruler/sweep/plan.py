@@ -1,7 +1,7 @@
 """The sweep's cells: one per model and length, their datasets, served window and lm-eval command.
 
 Datasets are generated (or loaded) here, in the sweep's process, with exactly the options the
-cell's lm-eval process will derive from its metadata: the cell then loads them from the cache,
+cell's lm-eval run will derive from its metadata: the cell then loads them from the cache,
 and its window is sized from the real prompts.
 """
 
@@ -23,7 +23,7 @@ from .config import SERVER_OPTIONS, VLLM_ONLY, ModelSpec, Resolved, SweepConfig,
 
 @dataclass
 class Cell:
-    """One model at one length: one lm-eval process."""
+    """One model at one length: one lm-eval run."""
 
     index: int
     spec: ModelSpec

@@ -1,4 +1,4 @@
-"""Running a sweep: each pending cell as one lm-eval process, its manifest, and the summary.
+"""Running a sweep: each pending cell as one lm-eval run (in the worker, or its own process), its manifest, the summary.
 
 Python API: ``run_sweep(SweepConfig(models=("meta-llama/Llama-3.1-8B-Instruct",), ...))``.
 """

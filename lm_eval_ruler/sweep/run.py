@@ -398,7 +398,11 @@ def run_sweep(config: SweepConfig, *, echo: Callable[[str], None] | None = None)
     """Run (or with ``dry_run``, print) the sweep's cells for this shard; see the package docstring."""
     sweep = Sweep(config, echo)
     sweep.check()
-    sweep.prepare_pending()
+    try:
+        sweep.prepare_pending()
+    except BaseException:
+        sweep.stop_worker(kill=True)  # started early for its imports; no cell will run
+        raise
     if config.dry_run:
         return sweep.print_commands()
     sweep.run_all()

@@ -519,3 +519,13 @@ def test_smollm2_hf_cell_scores(tmp_path: Path, smollm2: Path):
     assert results["configs"]["ruler_niah_single_1_1k"]["metadata"]["max_length"] <= 1024
     assert result.table is None or str(smollm2) in result.table
     print(f"\nSmolLM2 hf sweep cell: score {score:.1f} in {time.perf_counter() - started:.0f} s")
+
+
+def test_sweep_worker_benchmark_prints_both_modes_side_by_side(tmp_path: Path, llama3_tokenizer: str):
+    done = subprocess.run([sys.executable, str(REPO / "benchmarks" / "sweep_worker.py"), "--tokenizer", llama3_tokenizer,
+                           "--lengths", "1k", "--tasks", "niah_single_1", "--samples", "1", "--out", str(tmp_path)],
+                          capture_output=True, text=True, timeout=600, check=False,
+                          env={**os.environ, "HF_HUB_OFFLINE": "1", "TRANSFORMERS_OFFLINE": "1"})  # fmt: skip
+    assert done.returncode == 0, done.stderr[-3000:]
+    rows = [line for line in done.stdout.splitlines() if line.startswith("| process-per-cell") or line.startswith("| worker")]
+    assert len(rows) == 2 and rows[0].endswith("| 1.00x | - |") and rows[1].endswith("| yes |"), done.stdout

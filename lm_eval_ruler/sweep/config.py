@@ -32,7 +32,8 @@ from ..errors import ConfigurationError
 
 BACKENDS = ("vllm", "hf", "local-completions", "dummy")
 #: ``tight``: serve the longest generated prompt + answer of the cell (<= the length; the
-#: tasks accept it because their datasets are already cached); ``length``: the task length.
+#: tasks accept it because their datasets are already cached); ``length``: the task length;
+#: ``model``: the largest tight window of the model's cells in this run, so they share an engine.
 WINDOW_POLICIES = ("length", "model", "tight")
 #: A running cell's ``cell.json`` heartbeat is refreshed this often...
 

@@ -29,8 +29,8 @@ from typing import Any
 HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE.parent))
 
-from lm_eval_ruler.sweep import SweepConfig, run_sweep  # noqa: E402
-from lm_eval_ruler.sweep.run import Sweep  # noqa: E402
+from lm_eval_ruler.sweep import SweepConfig, run_sweep
+from lm_eval_ruler.sweep.run import Sweep
 
 MODES: dict[str, dict[str, Any]] = {
     "process-per-cell": {"process_per_cell": True},

@@ -54,8 +54,10 @@ for step in "$@"; do
           echo "## $name"; echo
           python3 "$HERE/phases.py" "$OUT/stacks-$name.txt" --sweep "$OUT/$name"; echo
         done
-        echo "## tight vs shared, sample by sample"; echo
-        python3 "$HERE/same_answers.py" "$OUT/tight" "$OUT/shared"
+        if [ -d "$OUT/tight" ] && [ -d "$OUT/shared" ]; then
+          echo "## tight vs shared, sample by sample"; echo
+          python3 "$HERE/same_answers.py" "$OUT/tight" "$OUT/shared"
+        fi
       } > "$OUT/overhead.md"
       cat "$OUT/overhead.md" ;;
     *) echo "unknown step $step"; exit 2 ;;

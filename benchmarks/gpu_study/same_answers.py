@@ -6,7 +6,8 @@
 Each sweep folder holds one model (any label). For every length both ran, the samples of each
 task are paired by ``doc_hash`` (it covers the prompt) and their generated answers compared;
 one markdown row per length and task, and the first differing samples. Exit code 1 if any
-answer differs or a sample is missing on one side, so a script can gate on it.
+answer differs, a sample is missing on one side, or no length ran in both, so a script can gate
+on it.
 """
 
 from __future__ import annotations
@@ -44,7 +45,10 @@ def compare(first: Path, second: Path) -> tuple[list[str], bool]:
     differences: list[str] = []
     same_everywhere = True
     a_cells, b_cells = cells(first), cells(second)
-    for length in sorted(set(a_cells) & set(b_cells), key=lambda name: int(name.rstrip("k"))):
+    common = sorted(set(a_cells) & set(b_cells), key=lambda name: int(name.rstrip("k")))
+    if not common:
+        return [f"no length ran in both {first} and {second}"], False
+    for length in common:
         a_answers, b_answers = answers(a_cells[length]), answers(b_cells[length])
         for task in sorted(set(a_answers) | set(b_answers)):
             a, b = a_answers.get(task, {}), b_answers.get(task, {})
@@ -65,7 +69,8 @@ def main() -> int:
     args = parser.parse_args()
     lines, same = compare(args.first, args.second)
     print("\n".join(lines))
-    print(f"\n{'every answer identical' if same else 'ANSWERS DIFFER'}")
+    compared = len(lines) > 1
+    print(f"\n{'every answer identical' if same else 'ANSWERS DIFFER' if compared else 'nothing compared'}")
     return 0 if same else 1
 
 

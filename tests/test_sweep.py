@@ -260,8 +260,10 @@ def test_worker_runs_every_cell_and_matches_a_process_per_cell(tmp_path: Path, l
     windows = [json.loads(state["command"][state["command"].index("--model_args") + 1])["max_length"] for state in in_worker]
     tight = [json.loads(state["command"][state["command"].index("--model_args") + 1])["max_length"] for state in own]
     assert windows == [tight[1], tight[1]] and tight[0] < tight[1]
-    lines, same = load_script("gpu_study/same_answers.py").compare(tmp_path / "shared", tmp_path / "separate")
+    same_answers = load_script("gpu_study/same_answers.py")
+    lines, same = same_answers.compare(tmp_path / "shared", tmp_path / "separate")
     assert same and len(lines) == 2 + 2 * len(TASKS), "\n".join(lines)
+    assert same_answers.compare(tmp_path / "shared", tmp_path / "missing")[1] is False
     log = (tmp_path / "shared" / "fake__model" / "2k" / "lm_eval.log").read_text()
     assert "(cell 2 of the sweep's worker" in log and "ruler_niah_single_1_2k" in log and "ruler_niah_single_1_1k" not in log
 

@@ -25,7 +25,6 @@ from .config import Resolved, SweepConfig, parse_shard, resolve
 from .manifest import gpu_info, manifest
 from .plan import Cell, plan, prepare, share_model_windows
 from .state import (
-    HEARTBEAT_SECONDS,
     child_env,
     classify,
     find_results,
@@ -34,6 +33,7 @@ from .state import (
     now,
     pdeathsig,
     tail,
+    wait_slice,
 )
 from .worker import CellWorker
 
@@ -133,9 +133,8 @@ def _wait(process: subprocess.Popen[bytes], heartbeat: Callable[[], None], timeo
     """Wait for the process, refreshing the heartbeat; (exit code, why it was killed or "")."""
     started = time.time()
     while True:
-        wait = HEARTBEAT_SECONDS if timeout is None else max(0.1, min(HEARTBEAT_SECONDS, started + timeout - time.time()))
         try:
-            return process.wait(timeout=wait), ""
+            return process.wait(timeout=wait_slice(started, timeout)), ""
         except subprocess.TimeoutExpired:
             if timeout is not None and time.time() >= started + timeout:
                 kill_group(process)
@@ -180,7 +179,7 @@ def _run_cell(
         else:
             assert worker is not None
             header = _header(state, f" (cell {state['worker_cell']} of the sweep's worker, pid {worker.pid})")
-            exit_code, message = worker.run(cell.arguments, log_path, header, timeout, heartbeat, HEARTBEAT_SECONDS)
+            exit_code, message = worker.run(cell.arguments, log_path, header, timeout, heartbeat)
     except BaseException:
         if process is not None:
             kill_group(process)

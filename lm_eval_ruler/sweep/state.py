@@ -131,6 +131,13 @@ def kill_group(process: subprocess.Popen[bytes], grace: float = 15.0) -> None:
             continue
 
 
+def wait_slice(started: float, timeout: float | None) -> float:
+    """How long to wait for a running cell before the next heartbeat (or its --cell-timeout)."""
+    if timeout is None:
+        return HEARTBEAT_SECONDS
+    return max(0.1, min(HEARTBEAT_SECONDS, started + timeout - time.time()))
+
+
 def format_seconds(seconds: float) -> str:
     seconds = round(seconds)
     hours, rest = divmod(seconds, 3600)

@@ -20,7 +20,7 @@ from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 from typing import IO, Any
 
-from .state import kill_group, pdeathsig
+from .state import kill_group, pdeathsig, wait_slice
 
 #: The worker's module; ``state.classify`` knows a live cell owner by the package name in its command.
 WORKER_MODULE = "lm_eval_ruler._cell_worker"
@@ -73,7 +73,7 @@ class CellWorker:
                     self._log.flush()
 
     def run(self, argv: Sequence[str], log_path: Path, header: str, timeout: float | None,
-            heartbeat: Callable[[], None], heartbeat_seconds: float) -> tuple[int, str]:  # fmt: skip
+            heartbeat: Callable[[], None]) -> tuple[int, str]:  # fmt: skip
         """Run one cell (``argv`` as for ``lm-eval-ruler``); (exit code, why it was killed or "")."""
         with self._lock:
             if self._log is not None:
@@ -93,8 +93,7 @@ class CellWorker:
             return self._died(), ""
         self.cells_run += 1
         while True:
-            wait = heartbeat_seconds if timeout is None else max(0.1, min(heartbeat_seconds, started + timeout - time.time()))
-            reply = self._read_reply(wait)
+            reply = self._read_reply(wait_slice(started, timeout))
             if reply is not None:
                 return int(reply.get("exit_code", 1)), ""
             if not self.alive() or self._replies.closed:

@@ -11,7 +11,11 @@ vLLM engine itself. This process (started by ``sweep.worker.CellWorker``) pays f
 * a vLLM engine is kept for the next cell when that cell asks for exactly the same engine
   arguments (with the sweep's ``--window model`` every length of a model does), and shut down
   before a different one is built, so two engines never hold the GPU at once;
-* torch's environment report, identical for every cell of the process, is computed once.
+* a new engine is built on a thread while lm-eval goes on with the cell: building its tasks from
+  the data cache and tokenizing every prompt (about 7 s of a 4K cell on an H100 machine) happen
+  during vLLM's load instead of after it; the first use of the engine waits for it;
+* torch's environment report, identical for every cell of the process, is computed once, on a
+  thread started with the worker, so not even the first cell waits for it.
 
 Protocol: one JSON line per cell on stdin (``{"argv": [...]}``), one JSON line per cell on the
 reply descriptor (``{"exit_code": N}``); stdin closed ends it. Its output and that of the
@@ -22,12 +26,81 @@ running cell's log.
 from __future__ import annotations
 
 import argparse
+import functools
 import gc
 import json
 import os
 import sys
+import threading
 from collections.abc import Callable, Sequence
 from typing import Any
+
+#: The name of the thread that builds an engine (``phases.py`` charges its time to vLLM's load).
+BUILD_THREAD = "vllm-engine-build"
+
+
+class _EngineBeingBuilt:
+    """A vLLM engine built on a thread; lm-eval holds this in its place and any use of it waits.
+
+    lm-eval's backend reads one thing from the engine before it needs it for generation: the
+    model's configuration, to resolve the chat template. That comes from vLLM's ``EngineArgs``, as
+    lm-eval's own data-parallel path builds it, so the backend is not held up by the load. A build
+    that fails raises its exception at the first use, so the cell fails with vLLM's own error.
+    """
+
+    def __init__(self, build: Callable[..., Any], kwargs: dict[str, Any]) -> None:
+        self.kwargs = kwargs
+        self._engine: Any = None
+        self._error: BaseException | None = None
+        self._done = threading.Event()
+        threading.Thread(target=self._build, args=(build,), name=BUILD_THREAD, daemon=True).start()
+
+    def _build(self, build: Callable[..., Any]) -> None:
+        try:
+            self._engine = build(**self.kwargs)
+        except BaseException as exc:  # noqa: BLE001 - handed to the thread that uses the engine
+            self._error = exc
+        finally:
+            self._done.set()
+
+    @property
+    def failed(self) -> bool:
+        return self._done.is_set() and self._error is not None
+
+    def result(self) -> Any:
+        """The engine, once built (raises what building it raised)."""
+        self._done.wait()
+        if self._error is not None:
+            raise self._error
+        return self._engine
+
+    @property
+    def llm_engine(self) -> Any:
+        return self.result().llm_engine if self._done.is_set() else _ConfigBeforeTheEngine(self)
+
+    def __getattr__(self, name: str) -> Any:
+        if name.startswith("_"):  # not the engine's: copy and pickle probe these before __init__ has run
+            raise AttributeError(name)
+        return getattr(self.result(), name)
+
+
+class _ConfigBeforeTheEngine:
+    """``llm_engine`` while the engine is still loading: its ``model_config`` now, anything else once built."""
+
+    def __init__(self, pending: _EngineBeingBuilt) -> None:
+        self._pending = pending
+
+    @functools.cached_property
+    def model_config(self) -> Any:
+        from vllm.engine.arg_utils import EngineArgs
+
+        try:
+            return EngineArgs(**self._pending.kwargs).create_model_config()
+        except Exception:  # noqa: BLE001 - arguments only LLM() takes: ask the engine once it is built
+            return self._pending.result().llm_engine.model_config
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self._pending.result().llm_engine, name)
 
 
 class _EnginePool:
@@ -36,60 +109,99 @@ class _EnginePool:
     def __init__(self, build: Callable[..., Any]) -> None:
         self.build = build
         self.key: str | None = None
-        self.engine: Any = None
+        self.engine: _EngineBeingBuilt | None = None
 
-    def __call__(self, **kwargs: Any) -> Any:
+    def __call__(self, **kwargs: Any) -> _EngineBeingBuilt:
         key = json.dumps(kwargs, sort_keys=True, default=repr)
-        if key != self.key:
+        if key != self.key or self.engine is None or self.engine.failed:
             self.release()
-            self.engine = self.build(**kwargs)
+            self.engine = _EngineBeingBuilt(self.build, kwargs)
             self.key = key
         return self.engine
 
     def release(self) -> None:
         """Shut the engine down and free its GPU memory before another is built (or the worker ends)."""
-        engine, self.engine, self.key = self.engine, None, None
-        if engine is None:
+        pending, self.engine, self.key = self.engine, None, None
+        if pending is None:
             return
+        try:
+            engine = pending.result()
+        except BaseException:  # noqa: BLE001 - the cell that used it has reported the failure
+            engine = None
         core = getattr(getattr(engine, "llm_engine", None), "engine_core", None)
         if core is not None and hasattr(core, "shutdown"):
             core.shutdown()
-        del engine, core
+        del engine, core, pending
         _free_memory()
 
 
 def _free_memory() -> None:
     gc.collect()
     torch = sys.modules.get("torch")
-    if torch is not None and torch.cuda.is_available() and torch.cuda.is_initialized():
+    # is_initialized first: is_available() may initialize CUDA here, and vLLM forks its engine from this process
+    if torch is not None and torch.cuda.is_initialized():
         torch.cuda.empty_cache()
 
 
-def _once(function: Callable[[dict[str, Any]], None]) -> Callable[[dict[str, Any]], None]:
-    """``add_env_info`` computed on the first call and copied afterwards (torch's report runs tools)."""
-    computed: dict[str, Any] = {}
+class _EnvironmentReport:
+    """lm-eval's ``add_env_info``, computed once on a thread started with the worker and copied into every cell.
 
-    def add_env_info(storage: dict[str, Any]) -> None:
-        if not computed:
-            function(computed)
-        storage.update(computed)
+    torch's report runs tools (``pip list``, ``nvidia-smi``: 2-3 s); the worker has nothing else to
+    do while the sweep prepares its data. Should it fail there, a cell computes it as lm-eval would.
+    """
 
-    return add_env_info
+    def __init__(self, compute: Callable[[dict[str, Any]], None]) -> None:
+        self._compute = compute
+        self._report: dict[str, Any] = {}
+        self._thread = threading.Thread(target=self._run, name="environment-report", daemon=True)
+        self._thread.start()
+
+    def _run(self) -> None:
+        try:
+            self._compute(self._report)
+        except Exception:  # noqa: BLE001 - the first cell computes it and reports the error itself
+            self._report.clear()
+
+    def __call__(self, storage: dict[str, Any]) -> None:
+        self._thread.join()
+        if not self._report:
+            self._compute(self._report)
+        storage.update(self._report)
+
+
+#: Modules a cell would otherwise import on its way (lm-eval's results table, transformers' auto
+#: classes, vLLM's engine). Imported before the first cell, so the engine-building thread and the
+#: cell's thread never import at once: two threads importing one package in different orders can
+#: be handed a half-initialized module (seen: vLLM's ``from transformers import PreTrainedConfig``).
+_IMPORTED_BY_CELLS = (
+    "pytablewriter",
+    "transformers.models.auto.tokenization_auto",
+    "transformers.models.auto.configuration_auto",
+)
+_IMPORTED_BY_ENGINES = ("vllm.engine.arg_utils", "vllm.v1.engine.llm_engine", "vllm.v1.engine.core_client")
 
 
 def _prepare(preload_vllm: bool) -> _EnginePool | None:
-    """Import what every cell imports and install the engine pool and the environment report memo."""
+    """Import what every cell imports, install the engine pool, start the environment report."""
+    import importlib
+
     import lm_eval.evaluator
 
     from . import cli  # noqa: F401 - the cells' entry point and its imports
 
-    lm_eval.evaluator.add_env_info = _once(lm_eval.evaluator.add_env_info)
-    if not preload_vllm:
-        return None
-    import lm_eval.models.vllm_causallms as vllm_lm
+    pool = None
+    if preload_vllm:
+        import lm_eval.models.vllm_causallms as vllm_lm
 
-    pool = _EnginePool(vllm_lm.LLM)
-    vllm_lm.LLM = pool
+        pool = _EnginePool(vllm_lm.LLM)
+        vllm_lm.LLM = pool
+    for module in _IMPORTED_BY_CELLS + (_IMPORTED_BY_ENGINES if preload_vllm else ()):
+        try:
+            importlib.import_module(module)
+        except ImportError:  # another version's layout: the cell imports what it needs itself
+            pass
+    # last: its thread imports too, and must not do so beside this one
+    lm_eval.evaluator.add_env_info = _EnvironmentReport(lm_eval.evaluator.add_env_info)
     return pool
 
 

@@ -440,10 +440,12 @@ def test_time_budget_stops_cleanly_and_writes_the_summary(tmp_path):
     assert "### sweep: interrupted" in (out / "SUMMARY.md").read_text()
 
 
-def _dump(moment: float, pid: int, frames: list[str]) -> str:
+def _dump(moment: float, pid: int, frames: list[str], building: list[str] = ()) -> str:
     stack = "\n".join(f"    {frame}" for frame in frames)
+    builder = "".join(f"    {frame}\n" for frame in building)
     return (f"=== {moment} pid {pid}\nProcess {pid}: python3 -m lm_eval_ruler run\n\n"
-            f'Thread {pid} (idle): "MainThread"\n{stack}\nThread 9 (idle): "tqdm_monitor"\n    VLLM.tok_encode (x.py:1)\n')
+            f'Thread {pid} (idle): "MainThread"\n{stack}\nThread 9 (idle): "tqdm_monitor"\n    VLLM.tok_encode (x.py:1)\n'
+            + (f'Thread 0x7F01 (active): "vllm-engine-build"\n{builder}' if building else ""))
 
 
 def test_phases_from_a_stack_timeline(tmp_path):
@@ -522,3 +524,26 @@ def test_phases_split_a_worker_timeline_into_its_cells(tmp_path):
     assert second["tokenizing prompts (lm-eval)"] == 2 and second["generation"] == 18 and "vLLM load" not in second
     assert round(second[phases.SHUTDOWN]) == 2 and sum(second.values()) == 22
     assert columns["worker 77 before its first cell"] == {phases.START: 6, phases.IDLE: 4}
+
+
+def test_phases_charge_a_cell_working_during_the_engine_load_to_the_load(tmp_path):
+    """The worker builds the engine on a thread: while that thread is in vLLM's load, the dump is the load's
+    whatever the main thread does, and the main thread's own work meanwhile is counted apart as hidden."""
+    phases = load_script("gpu_study/phases.py")
+    worker = ["_run_cell (lm_eval_ruler/_cell_worker.py:1)", "main (lm_eval_ruler/_cell_worker.py:1)"]
+    loading = ["EngineCoreClient.make_client (vllm/v1/engine/core_client.py:1)", "LLM.__init__ (vllm/entrypoints/llm.py:338)",
+               "_EngineBeingBuilt._build (lm_eval_ruler/_cell_worker.py:1)"]  # fmt: skip
+    stacks = [
+        (0, ["RulerTask.download (lm_eval_ruler/harness.py:1)", *worker], loading),
+        (3, ["VLLM.tok_encode (lm_eval/models/vllm_causallms.py:1)", *worker], loading),
+        (5, ["wait (threading.py:1)", "_EngineBeingBuilt.result (lm_eval_ruler/_cell_worker.py:1)",
+             "VLLM._model_generate (lm_eval/models/vllm_causallms.py:1)", *worker], loading),
+        (9, ["LLM.generate (vllm/entrypoints/llm.py:465)", "VLLM._model_generate (lm_eval/models/vllm_causallms.py:1)", *worker], []),
+        (20, ["EvaluationTracker.save_results_samples (lm_eval/loggers/evaluation_tracker.py:1)", *worker], []),
+        (21, ["EvaluationTracker.save_results_samples (lm_eval/loggers/evaluation_tracker.py:1)", *worker], []),
+    ]
+    path = tmp_path / "stacks.txt"
+    path.write_text("".join(_dump(1_796_565_500.0 + offset, 5, frames, building) for offset, frames, building in stacks))
+    found = phases.cell_phases(phases.read_dumps(path)[5], None, None)
+    assert found == {"vLLM load": 9, phases.HIDDEN: 5, "generation": 11, "saving, environment info": 1}
+    assert "tokenizing prompts (lm-eval)" not in found and "tasks: data from the cache, requests" not in found

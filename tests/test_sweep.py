@@ -16,8 +16,10 @@ import socket
 import subprocess
 import sys
 import time
+import types
 from pathlib import Path
 from typing import Any
+from unittest import mock
 
 import pytest
 from support.scripts import load_script
@@ -177,7 +179,7 @@ def test_replace_moves_old_cells_aside_and_evaluates_the_new_settings(sharded: d
         [archived] = (output / sweep.REPLACED_DIR).glob(f"*/fake__model/{length}")
         assert json.loads((archived / CELL_FILE).read_text())["settings"]["num_samples"] == 2
         assert (archived / old_results[length]).is_file()  # nothing lost
-    [(name, run)] = load_sweep(output).items()
+    [(_name, run)] = load_sweep(output).items()
     assert run.info["settings"]["num_samples"] == 3 and run.info["sweep_settings"]["num_samples"] == 3
     assert {result.n for result in run.results.values()} == {3}
     # The same settings again: everything is skipped, nothing refused.
@@ -306,11 +308,60 @@ def test_engine_pool_reuses_an_engine_only_for_identical_arguments():
 
     pool = _EnginePool(Engine)
     first = pool(model="m", max_model_len=8192)
+    assert isinstance(first.result(), Engine)
     assert pool(max_model_len=8192, model="m") is first and len(built) == 1 and not shut
     second = pool(model="m", max_model_len=4096)
-    assert second is not first and shut == [1] and len(built) == 2
+    assert second is not first and shut == [1]
+    assert second.llm_engine.engine_core.number == 2 and len(built) == 2
     pool.release()
     assert shut == [1, 2] and pool.engine is None
+
+
+def test_an_engine_loads_while_the_cell_goes_on_and_its_first_use_waits():
+    """lm-eval's backend gets the engine's model configuration at once (from EngineArgs, not the engine);
+    generation waits for the load; a failed load raises its own error where the engine is used."""
+    import threading
+
+    from lm_eval_ruler._cell_worker import BUILD_THREAD, _EnginePool
+
+    release = threading.Event()
+    configs: list[dict[str, Any]] = []
+
+    class Engine:
+        def __init__(self, **kwargs: Any) -> None:
+            assert threading.current_thread().name == BUILD_THREAD
+            if not release.wait(timeout=30) or kwargs.get("max_model_len") == 0:
+                raise ValueError("max_model_len must be positive")
+            self.llm_engine = type("LLMEngine", (), {"model_config": "from the engine", "engine_core": None})()
+
+        def generate(self, prompts: list[str]) -> list[str]:
+            return [prompt.upper() for prompt in prompts]
+
+    class EngineArgs:
+        def __init__(self, **kwargs: Any) -> None:
+            self.kwargs = kwargs
+
+        def create_model_config(self) -> str:
+            configs.append(self.kwargs)
+            return "from EngineArgs"
+
+    arg_utils = types.ModuleType("vllm.engine.arg_utils")
+    arg_utils.EngineArgs = EngineArgs  # type: ignore[attr-defined]
+    fake_vllm = {"vllm": types.ModuleType("vllm"), "vllm.engine": types.ModuleType("vllm.engine"),
+                 "vllm.engine.arg_utils": arg_utils}  # fmt: skip
+    pool = _EnginePool(Engine)
+    engine = pool(model="m", max_model_len=4096)
+    with mock.patch.dict(sys.modules, fake_vllm):
+        assert engine.llm_engine.model_config == "from EngineArgs"  # while the engine is still loading
+    assert configs == [{"model": "m", "max_model_len": 4096}]
+    release.set()
+    assert engine.generate(["a"]) == ["A"] and engine.llm_engine.model_config == "from the engine"
+
+    broken = pool(model="m", max_model_len=0)
+    with pytest.raises(ValueError, match="must be positive"):
+        broken.generate(["a"])
+    assert pool(model="m", max_model_len=0) is not broken  # a failed build is not handed out again
+    pool.release()
 
 
 def test_stale_running_cell_is_rerun_and_finished_one_is_not(sharded: dict[str, Any], tmp_path: Path):
@@ -529,5 +580,5 @@ def test_sweep_worker_benchmark_prints_both_modes_side_by_side(tmp_path: Path, l
                           capture_output=True, text=True, timeout=600, check=False,
                           env={**os.environ, "HF_HUB_OFFLINE": "1", "TRANSFORMERS_OFFLINE": "1"})  # fmt: skip
     assert done.returncode == 0, done.stderr[-3000:]
-    rows = [line for line in done.stdout.splitlines() if line.startswith("| process-per-cell") or line.startswith("| worker")]
+    rows = [line for line in done.stdout.splitlines() if line.startswith(("| process-per-cell", "| worker"))]
     assert len(rows) == 2 and rows[0].endswith("| 1.00x | - |") and rows[1].endswith("| yes |"), done.stdout

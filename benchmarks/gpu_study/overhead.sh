@@ -7,12 +7,14 @@
 # Steps (each a sweep of SmolLM2 bf16 x the 11 non-QA tasks x 500 samples, eager, sampled by
 # stack_sampler.sh into OUT/stacks-STEP.txt; a finished step is skipped when run again):
 #   model     the bf16 checkpoint from the bundle's GGUF, and the essay corpus into the cache
-#   tight     4k in the worker, the cell's own window (its longest prompt + answer)
+#   tight     4k,8k in the worker, each cell its own window (its longest prompt + answer): the
+#             default; the 4k cell is a worker's first, the 8k cell builds a second engine in
+#             the same process after the first was shut down
 #   shared    4k,8k in the worker, --window model (one 8K engine for both lengths: the 8k cell
 #             shows a cell of a worker whose engine is already loaded)
 #   percell   4k with --process-per-cell (a fresh process per cell, as before the worker)
 #   report    OUT/overhead.md: each step's phase table, and whether tight and shared gave the same
-#             answer to every 4k sample (the larger window must not change results)
+#             answer to every sample (at 4k the larger window must not change results)
 set -u
 OUT=${1:?usage: overhead.sh OUT STEP...}
 shift
@@ -44,7 +46,7 @@ for step in "$@"; do
     model)
       [ -d "$MODEL" ] || python3 "$HERE/build_model.py" --gguf "$(ls "$GPU_STUDY_BUNDLE"/model/*.gguf | head -1)" --out "$MODEL"
       python3 -m lm_eval_ruler data import "$GPU_STUDY_BUNDLE/data" ;;
-    tight) sweep tight 4k ;;
+    tight) sweep tight 4k,8k ;;
     shared) sweep shared 4k,8k --window model ;;
     percell) sweep percell 4k --process-per-cell ;;
     report)

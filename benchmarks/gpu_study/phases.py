@@ -4,7 +4,9 @@
 the sweep's worker) about once a second. This script names the phase each dump of the main thread
 is in, charges the time up to the next dump of that process to it, and charges the cell's
 remaining wall time (from its `cell.json`: before the first dump and after the last) to start-up
-and shutdown. A worker runs several cells: each cell gets the dumps inside its own start and end,
+and shutdown. The worker builds a vLLM engine on a thread of its own while the main thread goes on
+with the cell: while that thread is in vLLM's load, the time is the load's, and what the main
+thread did meanwhile is shown apart as work hidden in the load. A worker runs several cells: each cell gets the dumps inside its own start and end,
 and the worker's dumps before its first cell (imports, while the sweep prepares data) get their
 own column. Phases are read from the frames, so the table names lm-eval's and vLLM's steps, not
 guesses from logs:
@@ -36,6 +38,10 @@ PHASE_RULES: tuple[tuple[str, tuple[str, ...]], ...] = (
 START = "Python start, imports, lm-eval set-up"
 IDLE = "worker idle, waiting for a cell"
 SHUTDOWN = "exit, engine shutdown (unsampled)"
+HIDDEN = "of it, the cell's own work done during the load"
+#: Frames of the worker's engine-building thread (``_cell_worker.BUILD_THREAD``) carry this prefix.
+BUILD_MARK = "engine build thread: "
+BUILD_THREAD = '"vllm-engine-build"'
 OUTSIDE = ("vLLM load", "generation")
 ORDER = (START, "tasks: data from the cache, requests", "import vLLM", "vLLM load", "tokenizing prompts (lm-eval)",
          "vLLM requests: sampling parameters (lm-eval)", "generation", "scoring", "saving, environment info", SHUTDOWN, IDLE)
@@ -44,25 +50,25 @@ _HEADER = re.compile(r"^=== (?P<time>[0-9.]+) pid (?P<pid>\d+)$")
 
 
 def read_dumps(path: Path) -> dict[int, list[tuple[float, list[str]]]]:
-    """Per process: (time, main-thread frames) of every dump, in time order."""
+    """Per process: (time, frames) of every dump, in time order: the main thread's frames, then those
+    of the engine-building thread (prefixed with ``BUILD_MARK``)."""
     dumps: dict[int, list[tuple[float, list[str]]]] = defaultdict(list)
     current: list[str] | None = None
-    in_main = False
+    prefix: str | None = None
     for line in path.read_text(errors="replace").splitlines():
         header = _HEADER.match(line)
         if header:
             current = []
             dumps[int(header["pid"])].append((float(header["time"]), current))
-            in_main = False
+            prefix = None
         elif current is not None and line.startswith("Thread "):
-            in_main = '"MainThread"' in line
-        elif current is not None and in_main and line.startswith("    "):
-            current.append(line.strip())
+            prefix = "" if '"MainThread"' in line else BUILD_MARK if BUILD_THREAD in line else None
+        elif current is not None and prefix is not None and line.startswith("    "):
+            current.append(prefix + line.strip())
     return {pid: sorted(items) for pid, items in dumps.items()}
 
 
-def phase_of(frames: list[str], seen_generation: bool) -> str:
-    """The phase a main-thread stack is in (``seen_generation``: after it, lm-eval set-up code means the end)."""
+def _main_thread_phase(frames: list[str], seen_generation: bool) -> str:
     text = "\n".join(frames)
     if "_cell_worker.py" in text and not any(frame.startswith(("_run_cell ", "_prepare ")) for frame in frames):
         return IDLE
@@ -72,14 +78,32 @@ def phase_of(frames: list[str], seen_generation: bool) -> str:
     return "saving, environment info" if seen_generation else START
 
 
+def phases_of(frames: list[str], seen_generation: bool) -> tuple[str, str | None]:
+    """The phase a dump is in, and the main thread's own phase when that is hidden in an engine load
+    (``seen_generation``: after it, lm-eval set-up code means the end)."""
+    main = _main_thread_phase([frame for frame in frames if not frame.startswith(BUILD_MARK)], seen_generation)
+    loading = any(frame.startswith(BUILD_MARK) and "LLM.__init__ (vllm/" in frame for frame in frames)
+    if not loading or main == IDLE:
+        return main, None
+    waiting = any(frame.startswith(("_EngineBeingBuilt.", "_ConfigBeforeTheEngine.")) for frame in frames)
+    return "vLLM load", None if waiting or main == "vLLM load" else main
+
+
+def phase_of(frames: list[str], seen_generation: bool) -> str:
+    """The phase a dump is in (see ``phases_of``)."""
+    return phases_of(frames, seen_generation)[0]
+
+
 def cell_phases(dumps: list[tuple[float, list[str]]], started: float | None, seconds: float | None) -> dict[str, float]:
     """Seconds per phase for one process; with the cell's start and wall time, the unsampled ends too."""
     totals: dict[str, float] = defaultdict(float)
     seen_generation = False
     for (moment, frames), (following, _) in zip(dumps, [*dumps[1:], (dumps[-1][0], [])]):
-        phase = phase_of(frames, seen_generation)
+        phase, hidden = phases_of(frames, seen_generation)
         seen_generation = seen_generation or phase == "generation"
         totals[phase] += following - moment
+        if hidden is not None:
+            totals[HIDDEN] += following - moment
     if started is not None and seconds is not None:
         totals[START] += max(0.0, dumps[0][0] - started)
         totals[SHUTDOWN] += max(0.0, started + seconds - dumps[-1][0])
@@ -126,7 +150,8 @@ def table(stacks: Path, sweeps: list[Path]) -> str:
     lines = ["| phase | " + " | ".join(title for title, _ in columns) + " |", "|---|" + "---|" * len(columns)]
     for phase in ORDER:
         lines.append(f"| {phase} | " + " | ".join(f"{phases.get(phase, 0.0):.0f} s" for _, phases in columns) + " |")
-    walls = [sum(phases.values()) for _, phases in columns]
+    lines.append(f"| {HIDDEN} | " + " | ".join(f"({phases.get(HIDDEN, 0.0):.0f} s)" for _, phases in columns) + " |")
+    walls = [sum(seconds for phase, seconds in phases.items() if phase != HIDDEN) for _, phases in columns]
     lines.append("| **cell** | " + " | ".join(f"**{wall:.0f} s**" for wall in walls) + " |")
     shares = [1 - sum(phases.get(p, 0.0) for p in OUTSIDE) / wall if wall else 0.0
               for (_, phases), wall in zip(columns, walls)]  # fmt: skip

@@ -14,8 +14,9 @@ vLLM engine itself. This process (started by ``sweep.worker.CellWorker``) pays f
 * a new engine is built on a thread while lm-eval goes on with the cell: building its tasks from
   the data cache and tokenizing every prompt (about 7 s of a 4K cell on an H100 machine) happen
   during vLLM's load instead of after it; the first use of the engine waits for it;
-* torch's environment report, identical for every cell of the process, is computed once, on a
-  thread started with the worker, so not even the first cell waits for it.
+* torch's environment report, identical for every cell of the process, is computed once, by a
+  child process started with the worker (in this process it would initialize CUDA, see
+  ``_EnvironmentReport``), so not even the first cell waits for it.
 
 Protocol: one JSON line per cell on stdin (``{"argv": [...]}``), one JSON line per cell on the
 reply descriptor (``{"exit_code": N}``); stdin closed ends it. Its output and that of the
@@ -30,6 +31,7 @@ import functools
 import gc
 import json
 import os
+import subprocess
 import sys
 import threading
 from collections.abc import Callable, Sequence
@@ -143,29 +145,58 @@ def _free_memory() -> None:
         torch.cuda.empty_cache()
 
 
-class _EnvironmentReport:
-    """lm-eval's ``add_env_info``, computed once on a thread started with the worker and copied into every cell.
+#: lm-eval's environment report, computed by a child process and printed as JSON.
+_REPORT_SCRIPT = (
+    "import json, sys\n"
+    "from lm_eval.loggers.utils import add_env_info\n"
+    "report = {}\n"
+    "add_env_info(report)\n"
+    "json.dump(report, sys.stdout, default=str)\n"
+)
 
-    torch's report runs tools (``pip list``, ``nvidia-smi``: 2-3 s); the worker has nothing else to
-    do while the sweep prepares its data. Should it fail there, a cell computes it as lm-eval would.
+
+class _EnvironmentReport:
+    """lm-eval's ``add_env_info``, computed once by a child process started with the worker and copied into every cell.
+
+    Not in this process: torch's report calls ``torch.cuda.init()``, and once CUDA is initialized
+    here vLLM starts every later engine by spawning a process that imports vLLM again instead of
+    forking this one (measured on the H100 machine: an engine's start 8 s -> 29 s). The child also
+    takes the report's tools (``pip list``, ``nvidia-smi``: 2-3 s) off the cells. Should it fail,
+    the first cell computes the report here, as lm-eval would.
     """
 
     def __init__(self, compute: Callable[[dict[str, Any]], None]) -> None:
         self._compute = compute
-        self._report: dict[str, Any] = {}
-        self._thread = threading.Thread(target=self._run, name="environment-report", daemon=True)
-        self._thread.start()
+        self._report: dict[str, Any] | None = None
+        self._child = subprocess.Popen(
+            [sys.executable, "-c", _REPORT_SCRIPT],
+            stdin=subprocess.DEVNULL,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+        )
 
-    def _run(self) -> None:
+    def _from_child(self) -> dict[str, Any]:
         try:
-            self._compute(self._report)
-        except Exception:  # noqa: BLE001 - the first cell computes it and reports the error itself
-            self._report.clear()
+            out, err = self._child.communicate(timeout=600)
+        except subprocess.TimeoutExpired:
+            self._child.kill()
+            self._child.communicate()
+            out, err = b"", b"no report after 600 s"
+        try:
+            report = json.loads(out) if self._child.returncode == 0 else None
+        except ValueError:
+            report = None
+        if isinstance(report, dict):
+            return report
+        print(f"lm-eval-ruler worker: the environment report's process failed ({err.decode(errors='replace')[-500:]!r}); "
+              "computing it here", file=sys.stderr)  # fmt: skip
+        report = {}
+        self._compute(report)
+        return report
 
     def __call__(self, storage: dict[str, Any]) -> None:
-        self._thread.join()
-        if not self._report:
-            self._compute(self._report)
+        if self._report is None:
+            self._report = self._from_child()
         storage.update(self._report)
 
 
@@ -182,13 +213,14 @@ _IMPORTED_BY_ENGINES = ("vllm.engine.arg_utils", "vllm.v1.engine.llm_engine", "v
 
 
 def _prepare(preload_vllm: bool) -> _EnginePool | None:
-    """Import what every cell imports, install the engine pool, start the environment report."""
+    """Start the environment report, import what every cell imports, install the engine pool."""
     import importlib
 
     import lm_eval.evaluator
 
     from . import cli  # noqa: F401 - the cells' entry point and its imports
 
+    lm_eval.evaluator.add_env_info = _EnvironmentReport(lm_eval.evaluator.add_env_info)
     pool = None
     if preload_vllm:
         import lm_eval.models.vllm_causallms as vllm_lm
@@ -200,8 +232,6 @@ def _prepare(preload_vllm: bool) -> _EnginePool | None:
             importlib.import_module(module)
         except ImportError:  # another version's layout: the cell imports what it needs itself
             pass
-    # last: its thread imports too, and must not do so beside this one
-    lm_eval.evaluator.add_env_info = _EnvironmentReport(lm_eval.evaluator.add_env_info)
     return pool
 
 

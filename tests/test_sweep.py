@@ -364,6 +364,36 @@ def test_an_engine_loads_while_the_cell_goes_on_and_its_first_use_waits():
     pool.release()
 
 
+def test_the_workers_environment_report_comes_from_a_child_process():
+    """torch's report initializes CUDA, which would make vLLM spawn (not fork) every later engine of the worker:
+    the report is computed by a child process, equal to lm-eval's own, and copied into every cell's results."""
+    from lm_eval.loggers.utils import add_env_info
+
+    from lm_eval_ruler._cell_worker import _EnvironmentReport
+
+    computed_here: list[dict[str, Any]] = []
+    report = _EnvironmentReport(computed_here.append)
+    first: dict[str, Any] = {}
+    second: dict[str, Any] = {}
+    report(first)
+    report(second)
+    expected: dict[str, Any] = {}
+    add_env_info(expected)
+    assert not computed_here and first == second
+    assert set(first) == set(expected) and first["lm_eval_version"] == expected["lm_eval_version"]
+    assert first["transformers_version"] == expected["transformers_version"] and "PyTorch version" in first["pretty_env_info"]
+
+
+def test_a_failed_environment_report_child_is_computed_in_the_cell(monkeypatch: pytest.MonkeyPatch):
+    from lm_eval_ruler import _cell_worker
+
+    monkeypatch.setattr(_cell_worker, "_REPORT_SCRIPT", "import sys; sys.exit('no torch here')")
+    report = _cell_worker._EnvironmentReport(lambda storage: storage.update(computed="in the cell"))
+    storage: dict[str, Any] = {}
+    report(storage)
+    assert storage == {"computed": "in the cell"}
+
+
 def test_stale_running_cell_is_rerun_and_finished_one_is_not(sharded: dict[str, Any], tmp_path: Path):
     output = tmp_path / "out"
     shutil.copytree(sharded["output"], output)  # cell.json paths are relative: the copy is still resumable

@@ -266,6 +266,10 @@ def test_worker_runs_every_cell_and_matches_a_process_per_cell(tmp_path: Path, l
     lines, same = same_answers.compare(tmp_path / "shared", tmp_path / "separate")
     assert same and len(lines) == 2 + 2 * len(TASKS), "\n".join(lines)
     assert same_answers.compare(tmp_path / "shared", tmp_path / "missing")[1] is False
+    for samples in (tmp_path / "separate").rglob("samples_*.jsonl"):
+        samples.unlink()
+    assert same_answers.compare(tmp_path / "shared", tmp_path / "separate") == (
+        [f"no sample of {tmp_path / 'shared'} and {tmp_path / 'separate'} to compare (no samples_*.jsonl: run without --log_samples?)"], False)  # fmt: skip
     log = (tmp_path / "shared" / "fake__model" / "2k" / "lm_eval.log").read_text()
     assert "(cell 2 of the sweep's worker" in log and "ruler_niah_single_1_2k" in log and "ruler_niah_single_1_1k" not in log
 

@@ -6,8 +6,8 @@
 Each sweep folder holds one model (any label). For every length both ran, the samples of each
 task are paired by ``doc_hash`` (it covers the prompt) and their generated answers compared;
 one markdown row per length and task, and the first differing samples. Exit code 1 if any
-answer differs, a sample is missing on one side, or no length ran in both, so a script can gate
-on it.
+answer differs, a sample is missing on one side, or nothing was compared (no length ran in both,
+or their cells hold no samples files), so a script can gate on it.
 """
 
 from __future__ import annotations
@@ -44,6 +44,7 @@ def compare(first: Path, second: Path) -> tuple[list[str], bool]:
     lines = [f"| length | task | samples | same answer | score {first.name} | score {second.name} |", "|---|---|---|---|---|---|"]
     differences: list[str] = []
     same_everywhere = True
+    compared = 0
     a_cells, b_cells = cells(first), cells(second)
     common = sorted(set(a_cells) & set(b_cells), key=lambda name: int(name.rstrip("k")))
     if not common:
@@ -53,12 +54,15 @@ def compare(first: Path, second: Path) -> tuple[list[str], bool]:
         for task in sorted(set(a_answers) | set(b_answers)):
             a, b = a_answers.get(task, {}), b_answers.get(task, {})
             same = sum(a[key][0] == b[key][0] for key in set(a) & set(b))
+            compared += len(set(a) & set(b))
             same_everywhere &= same == len(a) == len(b)
             score_a = sum(score for _, score in a.values()) / max(1, len(a))
             score_b = sum(score for _, score in b.values()) / max(1, len(b))
             lines.append(f"| {length} | {task} | {len(a)} / {len(b)} | {same} | {score_a:.1f} | {score_b:.1f} |")
             differences += [f"- {length} {task} {key[:12]}: {a[key][0]!r} vs {b[key][0]!r}"
                             for key in sorted(set(a) & set(b)) if a[key][0] != b[key][0]][:3]  # fmt: skip
+    if not compared:
+        return [f"no sample of {first} and {second} to compare (no samples_*.jsonl: run without --log_samples?)"], False
     return lines + ([""] + differences[:20] if differences else []), same_everywhere
 
 

@@ -12,7 +12,7 @@ vLLM engine itself. This process (started by ``sweep.worker.CellWorker``) pays f
   arguments (with the sweep's ``--window model`` every length of a model does), and shut down
   before a different one is built, so two engines never hold the GPU at once;
 * a new engine is built on a thread while lm-eval goes on with the cell: building its tasks from
-  the data cache and tokenizing every prompt (about 7 s of a 4K cell on an H100 machine) happen
+  the data cache and tokenizing every prompt (11 s of a 4K cell on an H100 machine) happen
   during vLLM's load instead of after it; the first use of the engine waits for it;
 * torch's environment report, identical for every cell of the process, is computed once, by a
   child process started with the worker (in this process it would initialize CUDA, see

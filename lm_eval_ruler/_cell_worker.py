@@ -160,7 +160,7 @@ class _EnvironmentReport:
 
     Not in this process: torch's report calls ``torch.cuda.init()``, and once CUDA is initialized
     here vLLM starts every later engine by spawning a process that imports vLLM again instead of
-    forking this one (measured on the H100 machine: an engine's start 8 s -> 29 s). The child also
+    forking this one (measured on the H100 machine: an engine's load 29 s instead of 9 s). The child also
     takes the report's tools (``pip list``, ``nvidia-smi``: 2-3 s) off the cells. Should it fail,
     the first cell computes the report here, as lm-eval would.
     """

@@ -6,10 +6,10 @@ is in, charges the time up to the next dump of that process to it, and charges t
 remaining wall time (from its `cell.json`: before the first dump and after the last) to start-up
 and shutdown. The worker builds a vLLM engine on a thread of its own while the main thread goes on
 with the cell: while that thread is in vLLM's load, the time is the load's, and what the main
-thread did meanwhile is shown apart as work hidden in the load. A worker runs several cells: each cell gets the dumps inside its own start and end,
-and the worker's dumps before its first cell (imports, while the sweep prepares data) get their
-own column. Phases are read from the frames, so the table names lm-eval's and vLLM's steps, not
-guesses from logs:
+thread did meanwhile is shown apart as work hidden in the load. A worker runs several cells: each
+cell gets the dumps inside its own start and end, and the worker's dumps before its first cell
+(imports, while the sweep prepares data) get their own column. Phases are read from the frames,
+so the table names lm-eval's and vLLM's steps, not guesses from logs:
 
     python3 benchmarks/gpu_study/phases.py stacks.txt --sweep OUT/sweep [--sweep OTHER/sweep]
 

@@ -115,7 +115,7 @@ class _EnginePool:
 
     def __call__(self, **kwargs: Any) -> _EngineBeingBuilt:
         key = json.dumps(kwargs, sort_keys=True, default=repr)
-        if key != self.key or self.engine is None or self.engine.failed:
+        if key != self.key or self.engine.failed:
             self.release()
             self.engine = _EngineBeingBuilt(self.build, kwargs)
             self.key = key

@@ -89,11 +89,6 @@ def phases_of(frames: list[str], seen_generation: bool) -> tuple[str, str | None
     return "vLLM load", None if waiting or main == "vLLM load" else main
 
 
-def phase_of(frames: list[str], seen_generation: bool) -> str:
-    """The phase a dump is in (see ``phases_of``)."""
-    return phases_of(frames, seen_generation)[0]
-
-
 def cell_phases(dumps: list[tuple[float, list[str]]], started: float | None, seconds: float | None) -> dict[str, float]:
     """Seconds per phase for one process; with the cell's start and wall time, the unsampled ends too."""
     totals: dict[str, float] = defaultdict(float)
